@@ -1,0 +1,236 @@
+"""The typed schema of every config: one dataclass per section, each field a key with its type and default.
+
+Adding a key means adding a field here (with a comment saying what reads it). Keys that hold the name of a
+registered module (an attention name, a dataset format) are plain strings checked by the builder that reads
+them, which lists the valid names in its error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class Section:
+    """Base of all schema sections: attribute access plus item access with dotted keys."""
+
+    def __getitem__(self, key: str) -> Any:
+        node: Any = self
+        for part in key.split("."):
+            if not isinstance(node, Section) or part not in {f.name for f in dataclasses.fields(node)}:
+                raise KeyError(key)
+            node = getattr(node, part)
+        return node
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def to_dict(self) -> dict:
+        """Plain nested dict of builtins (safe for YAML, JSON and ``torch.load(weights_only=True)``)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Section):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    def validate(self, prefix: str) -> None:
+        """Cross-field checks; raise ``ConfigError`` naming the key. Sections override as needed."""
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class BackboneConfig(Section):
+    """ResNet with pluggable attention (video_attn.models.backbones.resnet)."""
+
+    depth: Literal[18, 34, 50, 101] = 50
+    # stem width; 64 is torchvision. Small values (e.g. 16) give tiny CPU models for tests and demos.
+    base_width: int = 64
+    # local path to a torchvision-layout state_dict (never downloaded)
+    pretrained: str | None = None
+    last_stride: Literal[1, 2] = 2
+    # gate after the last BN of each residual branch: one name for all stages or one per stage (4 names)
+    attention: str | list[str] = "none"
+    attention_kwargs: dict[str, Any] = field(default_factory=dict)
+    # replacement of the 3x3 conv of each block (sk, splat, condconv, dynamic, gsa), one name or one per stage
+    conv: str | list[str] = "none"
+    conv_kwargs: dict[str, Any] = field(default_factory=dict)
+    # block-level variant of the residual connection: standard add, or highway gating
+    residual: Literal["standard", "highway"] = "standard"
+    # stage-level modules (residual attention) after these stages (1..4)
+    residual_attention_stages: list[int] = field(default_factory=list)
+    frozen_bn: bool = False
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class TemporalConfig(Section):
+    """Temporal modelling of action models (TAM / TSM) and of ReID models (GLTR and baselines)."""
+
+    # action: where TAM / TSM modules go
+    stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    every: int = 1  # every n-th block of each chosen stage
+    alpha: int = 2  # TAM global branch expansion
+    beta: int = 4  # TAM local branch reduction
+    kernel_size: int = 3  # TAM adaptive kernel size K
+    shift_div: int = 8  # TSM: 1/shift_div of the channels shift each way
+    # ReID: GLTR
+    embed_dim: int = 128
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 3])
+    num_tsa_blocks: int = 1
+
+
+@dataclass
+class ModelConfig(Section):
+    # action: tsn | tsm | tanet; reid: gltr | temporal_pool | temporal_attention | gru
+    arch: Literal["tsn", "tsm", "tanet", "gltr", "temporal_pool", "temporal_attention", "gru"] = "tanet"
+    num_classes: int = 400  # action classes, or training identities for ReID
+    num_segments: int = 8  # frames per clip seen by the model in training
+    dropout: float = 0.5
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    # ReID head: official GLTR head (BN-ReLU-Dropout-FC) or strong-baseline BNNeck
+    head: Literal["gltr", "bnneck"] = "gltr"
+    # ReID: frames per backbone chunk when a whole tracklet is embedded (bounds memory)
+    frame_chunk: int = 64
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class SplitConfig(Section):
+    """One split (train / val / test / query / gallery) of a dataset."""
+
+    ann_file: str | None = None
+    # frame sampling: tsn (segments), dense (stride window), consecutive, evenly, random, all
+    sampler: Literal["tsn", "dense", "consecutive", "evenly", "random", "all"] = "tsn"
+    num_clips: int = 1  # temporal views (uniform-k grids or dense windows) at test time
+    # spatial views: random_multiscale / random_resized for training; center, three, ten for testing;
+    # resize (whole frame, no crop; ReID)
+    crop: Literal["random_multiscale", "random_resized", "center", "three", "ten", "resize"] = "center"
+
+
+@dataclass
+class DataConfig(Section):
+    # action: video_list, frame_list, kinetics, sthv2; reid: mars, dukev, ilidsvid, prid
+    format: Literal["video_list", "frame_list", "kinetics", "sthv2", "mars", "dukev", "ilidsvid", "prid"] = (
+        "video_list"
+    )
+    root: str = "data"
+    backend: Literal["decord", "pyav"] = "decord"
+    frame_template: str = "img_{:05d}.jpg"  # frame_list: name of frame i (1-based)
+    num_workers: int = 4
+    pin_memory: bool = True
+    frame_interval: int = 8  # dense sampler stride
+    input_size: list[int] = field(default_factory=lambda: [224, 224])  # crop (H, W)
+    scale_size: int = 256  # short side before cropping at test time
+    flip: bool = True
+    flip_label_map: dict[int, int] = field(default_factory=dict)  # SSv2 left/right pairs
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    random_erasing: float = 0.0  # probability (ReID)
+    split_index: int = 0  # iLIDS-VID / PRID: which of the 10 splits
+    train: SplitConfig = field(default_factory=lambda: SplitConfig(sampler="tsn", crop="random_multiscale"))
+    val: SplitConfig = field(default_factory=SplitConfig)
+    test: SplitConfig = field(default_factory=SplitConfig)
+
+
+# --------------------------------------------------------------------------------------------- train
+@dataclass
+class LossConfig(Section):
+    label_smoothing: float = 0.0
+    triplet_weight: float = 0.0  # ReID batch-hard triplet; 0 disables
+    triplet_margin: float = 0.3
+    triplet_soft_margin: bool = False
+    center_weight: float = 0.0  # ReID centre loss; 0 disables
+
+
+@dataclass
+class TrainConfig(Section):
+    epochs: int = 100
+    batch_size: int = 8  # per process
+    lr: float = 0.01
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    # official TAM parameter groups: new fc weight lr x5, bias x10; no weight decay on norms and biases
+    fc_lr_mult: float = 5.0
+    fc_bias_lr_mult: float = 10.0
+    no_decay_norm_bias: bool = True
+    lr_schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [50, 75, 90])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.1
+    # linear scaling: lr * total_batch / base_batch_size
+    scale_lr: bool = False
+    base_batch_size: int = 64
+    clip_grad: float | None = 20.0
+    accumulation_steps: int = 1
+    amp: bool = False
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    checkpoint_every_iters: int = 0  # also write last.pt every N iterations (0: only per epoch)
+    eval_every_epochs: int = 1
+    log_every_iters: int = 20
+    # ReID PK sampler: K tracklets per identity (P = batch_size // K); 0 disables the identity sampler
+    num_instances: int = 0
+    # DynamicConv temperature annealing (per epoch, linear from start to end over anneal_epochs)
+    temperature_start: float = 30.0
+    temperature_end: float = 1.0
+    temperature_anneal_epochs: int = 10
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+# ---------------------------------------------------------------------------------------------- eval
+@dataclass
+class EvalConfig(Section):
+    batch_size: int = 1
+    # action multi-view: average logits (official TAM) or softmax probabilities (mmaction2)
+    average: Literal["logits", "softmax"] = "logits"
+    # ReID
+    protocol: Literal["mars_official", "torchreid"] = "torchreid"
+    metric: Literal["euclidean", "cosine"] = "euclidean"
+    normalize: bool = True  # L2-normalise features before distances (GLTR)
+    test_mode: Literal["all", "dense", "evenly"] = "all"
+    rerank: bool = False
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
+    max_rank: int = 50
+
+
+@dataclass
+class Config(Section):
+    work_dir: str = "work_dirs/default"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    task: Literal["action", "reid"] = "action"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,0 +1,1 @@
+"""Importers for checkpoints of the official TAM and GLTR code."""
