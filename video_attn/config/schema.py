@@ -79,8 +79,12 @@ class BackboneConfig(Section):
     conv_kwargs: dict[str, Any] = field(default_factory=dict)
     # block-level variant of the residual connection: standard add, or highway gating
     residual: Literal["standard", "highway"] = "standard"
+    # options of the residual module (e.g. highway gate bias); 4-entry lists are per stage
+    residual_kwargs: dict[str, Any] = field(default_factory=dict)
     # stage-level modules (residual attention) after these stages (1..4)
     residual_attention_stages: list[int] = field(default_factory=list)
+    # options of the residual attention module; 4-entry lists are per stage
+    residual_attention_kwargs: dict[str, Any] = field(default_factory=dict)
     frozen_bn: bool = False
     grad_checkpointing: bool = False
 
@@ -100,6 +104,14 @@ class TemporalConfig(Section):
     embed_dim: int = 128
     dilations: list[int] = field(default_factory=lambda: [1, 2, 3])
     num_tsa_blocks: int = 1
+    # ReID baselines (Gao & Nevatia 2018): temporal attention spatial conv kernel (= final map size h, w;
+    # official (7, 4) for 224x112 input, last stride 2), its width, and the score normalisation over T
+    attention_kernel: list[int] = field(default_factory=lambda: [7, 4])
+    attention_channels: int = 256
+    attention_norm: Literal["softmax", "sigmoid"] = "softmax"
+    # ReID RNN baseline (arch gru): recurrent cell (official baseline: lstm) and hidden size
+    rnn_cell: Literal["gru", "lstm"] = "gru"
+    rnn_hidden: int = 512
 
 
 @dataclass
@@ -112,7 +124,10 @@ class ModelConfig(Section):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     # ReID head: official GLTR head (BN-ReLU-Dropout-FC) or strong-baseline BNNeck
-    head: Literal["gltr", "bnneck"] = "gltr"
+    # linear: the single Linear classifier of the Gao & Nevatia baselines
+    head: Literal["gltr", "bnneck", "linear"] = "gltr"
+    # BNNeck test embedding: after the BN (strong baseline) or before it
+    neck_feat: Literal["after", "before"] = "after"
     # ReID: frames per backbone chunk when a whole tracklet is embedded (bounds memory)
     frame_chunk: int = 64
 
@@ -151,6 +166,13 @@ class DataConfig(Section):
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     random_erasing: float = 0.0  # probability (ReID)
     split_index: int = 0  # iLIDS-VID / PRID: which of the 10 splits
+    # class names: sthv2 labels JSON (default: something-something-v2-labels.json next to the ann file);
+    # kinetics: text file, one class name a line (default: sorted names of data.train.ann_file)
+    labels_file: str | None = None
+    # action datasets: raise on malformed list rows / missing files instead of dropping and reporting them
+    strict: bool = False
+    # action datasets: replacements tried for a training video that fails to decode before giving up
+    max_decode_retries: int = 10
     train: SplitConfig = field(default_factory=lambda: SplitConfig(sampler="tsn", crop="random_multiscale"))
     val: SplitConfig = field(default_factory=SplitConfig)
     test: SplitConfig = field(default_factory=SplitConfig)

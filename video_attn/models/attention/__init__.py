@@ -1,1 +1,46 @@
-"""video_attn.models.attention"""
+"""Attention modules for ResNet blocks and the factories that build them by name.
+
+Gates (``create_attn``): SE, ECA, CBAM (and its channel / spatial halves), Shuffle Attention.
+3x3 conv replacements (``create_conv``), residual replacements (``create_residual``) and stage modules
+(``create_stage_module``) are registered in ``factory.CONVS``, ``RESIDUALS`` and ``STAGE_MODULES``.
+"""
+
+from .cbam import CBAM, ChannelAttention, GuardedBatchNorm2d, SpatialAttention
+from .eca import ECA, adaptive_kernel_size
+from .factory import (
+    CONVS,
+    GATES,
+    RESIDUALS,
+    STAGE_MODULES,
+    create_attn,
+    create_conv,
+    create_residual,
+    create_stage_module,
+    resolve_stage_kwargs,
+    resolve_stage_names,
+)
+from .se import SqueezeExcite
+from .shuffle_attention import ShuffleAttention, auto_groups, channel_shuffle
+
+__all__ = [
+    "CBAM",
+    "CONVS",
+    "ECA",
+    "GATES",
+    "RESIDUALS",
+    "STAGE_MODULES",
+    "ChannelAttention",
+    "GuardedBatchNorm2d",
+    "ShuffleAttention",
+    "SpatialAttention",
+    "SqueezeExcite",
+    "adaptive_kernel_size",
+    "auto_groups",
+    "channel_shuffle",
+    "create_attn",
+    "create_conv",
+    "create_residual",
+    "create_stage_module",
+    "resolve_stage_kwargs",
+    "resolve_stage_names",
+]

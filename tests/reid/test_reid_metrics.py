@@ -1,0 +1,268 @@
+"""ReID ranking metrics: hand-made cases with known answers and equality with a plain per-query loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from video_attn.evaluation.reid import evaluate_features, evaluate_rank, pairwise_distance
+
+MARS_INFO = Path("/work/shared/data/mars_info")
+
+
+def reference_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, protocol="torchreid"):
+    """Plain reading of the two protocols: full stable argsort per query, MATLAB compute_AP loop."""
+    aps, inps, cmcs, skipped = [], [], [], 0
+    for i in range(distmat.shape[0]):
+        order = np.argsort(distmat[i], kind="stable")
+        same_pid = g_pids[order] == q_pids[i]
+        junk = same_pid & (g_camids[order] == q_camids[i])
+        if protocol == "mars_official":
+            junk |= g_pids[order] == -1
+        good = (same_pid & (g_camids[order] != q_camids[i]))[~junk]
+        cmc = np.zeros(max_rank)
+        if not good.any():
+            if protocol == "torchreid":
+                skipped += 1
+                continue
+            aps.append(0.0)
+            inps.append(0.0)
+            cmcs.append(cmc)
+            continue
+        if protocol == "torchreid":
+            hits = np.cumsum(good)
+            ap = float(np.sum((hits / np.arange(1, len(good) + 1))[good]) / good.sum())
+        else:  # the MATLAB loop: recall step times the mean of the old and new precision
+            ap, old_recall, old_precision, hits = 0.0, 0.0, 1.0, 0
+            for j, is_good in enumerate(good, start=1):
+                hits += int(is_good)
+                recall, precision = hits / good.sum(), hits / j
+                ap += (recall - old_recall) * (old_precision + precision) / 2
+                old_recall, old_precision = recall, precision
+                if hits == good.sum():
+                    break
+        positions = np.nonzero(good)[0]
+        aps.append(ap)
+        inps.append(good.sum() / (positions[-1] + 1))
+        cmc[positions[0] :] = 1
+        cmcs.append(cmc)
+    return {"mAP": np.mean(aps), "mINP": np.mean(inps), "cmc": np.mean(cmcs, 0), "skipped": skipped}
+
+
+def assert_same(result, expected):
+    assert result["mAP"] == pytest.approx(expected["mAP"], abs=1e-12)
+    assert result["mINP"] == pytest.approx(expected["mINP"], abs=1e-12)
+    np.testing.assert_allclose(result["cmc"], expected["cmc"], atol=1e-12)
+
+
+def one_query(distances, g_pids, g_camids, protocol="torchreid", q_pid=1, q_cam=0, max_rank=5):
+    return evaluate_rank(
+        np.array([distances], dtype=np.float32),
+        np.array([q_pid]),
+        np.array(g_pids),
+        np.array([q_cam]),
+        np.array(g_camids),
+        max_rank=max_rank,
+        protocol=protocol,
+    )
+
+
+# ------------------------------------------------------------------------------------- hand-made cases
+def test_two_hits_both_protocols():
+    # ranked list: good, wrong, good
+    dist, pids, cams = [0.1, 0.2, 0.3], [1, 2, 1], [1, 1, 2]
+    r = one_query(dist, pids, cams)
+    assert r["mAP"] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert r["mINP"] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(r["cmc"], [1, 1, 1, 1, 1])
+    m = one_query(dist, pids, cams, protocol="mars_official")
+    # trapezoid: hit 1 at rank 1 -> (1 + 1)/2; hit 2 at rank 3 -> (1/2 + 2/3)/2; times 1/n_good
+    assert m["mAP"] == pytest.approx((1.0 + (1 / 2 + 2 / 3) / 2) / 2)
+    assert m["mAP"] < r["mAP"]
+    assert m["mINP"] == pytest.approx(2 / 3)
+
+
+def test_first_hit_late_cmc_and_trapezoid():
+    r = one_query([0.1, 0.2, 0.3], [2, 3, 1], [1, 1, 1], protocol="mars_official")
+    np.testing.assert_allclose(r["cmc"], [0, 0, 1, 1, 1])
+    assert r["mAP"] == pytest.approx((0 / 2 + 1 / 3) / 2)  # P_prev = 0 / (r - 1) before the first hit
+    assert r["mINP"] == pytest.approx(1 / 3)
+
+
+def test_same_camera_items_are_junk():
+    # the same-pid same-camera item (e.g. the query itself in the gallery) is removed from the list
+    r = one_query([0.0, 0.1, 0.2, 0.3], [1, 1, 2, 1], [0, 1, 1, 2])
+    assert r["mAP"] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert r["num_valid_queries"] == 1
+
+
+def test_pid_minus_one_junk_only_in_mars_protocol():
+    dist, pids, cams = [0.1, 0.15, 0.2, 0.3], [1, -1, 2, 1], [1, 1, 1, 2]
+    r = one_query(dist, pids, cams)
+    assert r["mAP"] == pytest.approx((1 / 1 + 2 / 4) / 2)  # -1 is an ordinary wrong match
+    m = one_query(dist, pids, cams, protocol="mars_official")
+    assert m["mAP"] == pytest.approx((1.0 + (1 / 2 + 2 / 3) / 2) / 2)  # -1 removed like junk
+
+
+def test_distractors_pid_zero_are_ordinary_negatives():
+    for protocol in ("torchreid", "mars_official"):
+        r = one_query([0.1, 0.2, 0.3], [0, 0, 1], [1, 2, 1], protocol=protocol)
+        np.testing.assert_allclose(r["cmc"], [0, 0, 1, 1, 1])
+        assert r["mINP"] == pytest.approx(1 / 3)
+
+
+def test_ties_broken_by_gallery_index():
+    wrong_first = one_query([0.5, 0.5], [2, 1], [1, 1])
+    good_first = one_query([0.5, 0.5], [1, 2], [1, 1])
+    assert wrong_first["mAP"] == pytest.approx(0.5)
+    assert good_first["mAP"] == pytest.approx(1.0)
+    # -0.0 and +0.0 are the same distance
+    assert one_query([-0.0, 0.0], [2, 1], [1, 1])["mAP"] == pytest.approx(0.5)
+
+
+def test_query_without_match_skipped_or_counted():
+    distmat = np.array([[0.1, 0.2], [0.1, 0.2]], dtype=np.float32)
+    g_pids, g_cams = np.array([1, 3]), np.array([1, 1])
+    q_pids, q_cams = np.array([1, 2]), np.array([0, 0])
+    r = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=2)
+    assert (r["num_valid_queries"], r["num_skipped_queries"]) == (1, 1)
+    assert r["mAP"] == pytest.approx(1.0)
+    m = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=2, protocol="mars_official")
+    assert (m["num_valid_queries"], m["num_skipped_queries"], m["num_queries_without_match"]) == (2, 0, 1)
+    assert m["mAP"] == pytest.approx(0.5)
+    assert m["mINP"] == pytest.approx(0.5)
+    np.testing.assert_allclose(m["cmc"], [0.5, 0.5])
+
+
+def test_cmc_has_max_rank_entries_for_a_small_gallery():
+    r = one_query([0.3, 0.1], [1, 2], [1, 1], max_rank=10)
+    assert r["cmc"].shape == (10,)
+    np.testing.assert_allclose(r["cmc"], [0] + [1] * 9)
+
+
+# ----------------------------------------------------------------------------------------- bad input
+def test_bad_inputs_raise_clear_errors():
+    d = np.zeros((2, 3), dtype=np.float32)
+    pids, cams = np.array([1, 2]), np.array([0, 0])
+    gp, gc = np.array([1, 2, 1]), np.array([1, 1, 1])
+    bad = d.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="distmat row 1"):
+        evaluate_rank(bad, pids, gp, cams, gc, chunk_size=1)
+    with pytest.raises(ValueError, match="g_pids must be 1-D with 3"):
+        evaluate_rank(d, pids, gp[:2], cams, gc)
+    with pytest.raises(ValueError, match="valid choices"):
+        evaluate_rank(d, pids, gp, cams, gc, protocol="market")
+    with pytest.raises(ValueError, match="no.*good match|none of the 2 queries"):
+        evaluate_rank(d, np.array([7, 8]), gp, cams, gc)
+    with pytest.raises(ValueError, match="pid -1"):
+        evaluate_rank(d, np.array([-1, 2]), gp, cams, gc, protocol="mars_official")
+    feats = torch.ones(2, 4)
+    feats[0, 1] = float("inf")
+    with pytest.raises(ValueError, match="qf row 0"):
+        evaluate_features(feats, torch.ones(3, 4), pids, gp, cams, gc)
+
+
+# -------------------------------------------------------------------------- equality with the reference
+def random_identity_problem(rng, num_q, num_g, dim, num_ids=12, quantized=False):
+    g_pids = rng.integers(-1, num_ids, num_g)
+    g_cams = rng.integers(0, 3, num_g)
+    q_pids = rng.integers(1, num_ids, num_q)
+    q_cams = rng.integers(0, 3, num_q)
+    if quantized:  # small integers: exact float arithmetic, so many exactly equal distances
+        centers = rng.integers(-1, 2, (num_ids + 1, dim))
+        qf = centers[q_pids + 1] + rng.integers(-1, 2, (num_q, dim))
+        gf = centers[g_pids + 1] + rng.integers(-1, 2, (num_g, dim))
+    else:
+        centers = rng.standard_normal((num_ids + 1, dim))
+        qf = centers[q_pids + 1] + rng.standard_normal((num_q, dim))
+        gf = centers[g_pids + 1] + rng.standard_normal((num_g, dim))
+    return (
+        torch.tensor(qf, dtype=torch.float32),
+        torch.tensor(gf, dtype=torch.float32),
+        q_pids,
+        g_pids,
+        q_cams,
+        g_cams,
+    )
+
+
+@pytest.mark.parametrize("protocol", ["torchreid", "mars_official"])
+@pytest.mark.parametrize("quantized", [False, True])
+def test_equals_reference_on_random_data(protocol, quantized):
+    rng = np.random.default_rng(7 + quantized)
+    for trial in range(4):
+        qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 25, 150, 6, quantized=quantized)
+        distmat = pairwise_distance(qf, gf).numpy()
+        if trial % 3 == 2:
+            distmat = -distmat  # negative values must order correctly too
+        expected = reference_rank(distmat, qp, gp, qc, gc, max_rank=20, protocol=protocol)
+        chunk = int(rng.integers(1, 30))
+        for dm in (distmat, distmat.astype(np.float64), torch.from_numpy(distmat).half()):
+            if dm.dtype == torch.float16:
+                expected16 = reference_rank(dm.float().numpy(), qp, gp, qc, gc, 20, protocol)
+                assert_same(evaluate_rank(dm, qp, gp, qc, gc, 20, protocol, chunk_size=chunk), expected16)
+                continue
+            assert_same(evaluate_rank(dm, qp, gp, qc, gc, 20, protocol, chunk_size=chunk), expected)
+        if trial % 3 != 2:
+            from_features = evaluate_features(
+                qf, gf, qp, gp, qc, gc, normalize=False, protocol=protocol, max_rank=20, chunk_size=chunk
+            )
+            assert_same(from_features, expected)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_features_equal_rank_on_distances(metric):
+    rng = np.random.default_rng(3)
+    qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 40, 300, 16)
+    distmat = pairwise_distance(qf, gf, metric, normalize=True)
+    for protocol in ("torchreid", "mars_official"):
+        expected = reference_rank(distmat.numpy(), qp, gp, qc, gc, protocol=protocol)
+        got = evaluate_features(qf, gf, qp, gp, qc, gc, metric=metric, protocol=protocol, chunk_size=7)
+        assert_same(got, expected)
+        assert_same(evaluate_rank(distmat, qp, gp, qc, gc, protocol=protocol), expected)
+
+
+def test_pairwise_distance_values():
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    g = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    np.testing.assert_allclose(pairwise_distance(q, g, "euclidean"), [[0, 20], [5, 13]], atol=1e-6)
+    np.testing.assert_allclose(pairwise_distance(q, g, "cosine"), [[0, 0.4], [1, 0.2]], atol=1e-6)
+
+
+def test_trapezoid_never_higher_and_hits_only_matter():
+    rng = np.random.default_rng(11)
+    qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 60, 400, 8)
+    r = evaluate_features(qf, gf, qp, gp, qc, gc)
+    m = evaluate_features(qf, gf, qp, gp, qc, gc, protocol="mars_official")
+    assert 0 < m["mAP"] <= r["mAP"] <= 1
+    assert np.all(np.diff(r["cmc"]) >= 0) and r["cmc"][-1] <= 1
+
+
+# ------------------------------------------------------------------------------ real MARS query layout
+@pytest.mark.skipif(not (MARS_INFO / "tracks_test_info.mat").exists(), reason="MARS metadata not present")
+def test_mars_query_counts_under_both_protocols():
+    from scipy.io import loadmat
+
+    info = loadmat(MARS_INFO / "tracks_test_info.mat")["track_test_info"].astype(np.int64)
+    query_idx = loadmat(MARS_INFO / "query_IDX.mat")["query_IDX"].ravel() - 1
+    pids, cams = info[:, 2], info[:, 3]
+    rng = np.random.default_rng(0)
+    # identity-structured 16-d features: few items between a query and its last good match (fast)
+    centers = rng.standard_normal((pids.max() + 2, 16)).astype(np.float32)
+    noise = rng.standard_normal((len(pids), 16)).astype(np.float32)
+    feats = torch.from_numpy(centers[pids + 1] + 0.3 * noise)
+    qf = feats[query_idx]
+    official = evaluate_features(
+        qf, feats, pids[query_idx], pids, cams[query_idx], cams, protocol="mars_official"
+    )
+    assert (official["num_valid_queries"], official["num_queries_without_match"]) == (1980, 0)
+    keep = np.ones(len(pids), dtype=bool)
+    keep[query_idx] = False
+    keep &= pids != -1
+    assert keep.sum() == 9330
+    torchreid = evaluate_features(qf, feats[keep], pids[query_idx], pids[keep], cams[query_idx], cams[keep])
+    assert (torchreid["num_valid_queries"], torchreid["num_skipped_queries"]) == (1840, 140)

@@ -1,0 +1,442 @@
+"""Person re-identification ranking metrics: mAP, CMC and mINP, under two protocols.
+
+Definitions (per query, after removing the query's *junk* gallery items from its ranked list):
+
+- ``good`` gallery items: same identity as the query, different camera.
+- ``junk`` items: same identity AND same camera (this includes the query itself when the gallery holds the
+  queries); with ``protocol="mars_official"`` additionally every gallery item of identity -1.
+- CMC(k): fraction of counted queries whose first good item is at rank <= k (1-based).
+- AP, ``protocol="torchreid"`` (torchreid / fast-reid): mean over the good items of precision at their rank.
+- AP, ``protocol="mars_official"`` (MARS / Market-1501 MATLAB ``compute_AP``): trapezoid rule over the
+  ranked list, ``AP = 1/n_good * sum_hits (P_prev + P_at) / 2`` with ``P_at = i / r`` and
+  ``P_prev = (i - 1) / (r - 1)`` (1 when r = 1), i = hits so far, r = rank. Never higher than the other AP.
+- INP (Ye et al., "Deep Learning for Person Re-identification: A Survey and Outlook", TPAMI 2021):
+  ``n_good / rank of the last good item``; mINP is its mean over the counted queries.
+
+Counted queries: ``torchreid`` skips queries with no good item (and reports how many in
+``num_skipped_queries``); ``mars_official`` counts every query, a query without a good item contributing
+AP 0, INP 0 and no CMC hit (the MATLAB code would produce NaN for it; on the real MARS split every one of
+the 1,980 queries has a good item, so both readings give the same number there).
+
+The protocol does not choose the gallery: for the official MARS numbers pass all 12,180 test tracklets
+(queries included) as the gallery; for torchreid's MARS numbers pass the test set minus the queries minus
+identity -1 (9,330 tracklets).
+
+Ties: among gallery items at exactly the same distance the one with the lower gallery index ranks first,
+so every result equals the one a per-query *stable* argsort gives (MATLAB ``sort`` is stable too). The
+same rule holds in :func:`evaluate_rank` and :func:`evaluate_features`.
+
+Implementation: no Q x G sort and no Q x G integer matrix. The AP, CMC and INP of a query only need the
+ranks of its good items, and those only depend on the valid (non-junk) items that are not farther than
+the query's last good item. Per chunk of queries the distances are compared once against that threshold;
+only the items that pass (few for a useful model) are compared with the query's sorted good distances.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "evaluate_rank",
+    "evaluate_features",
+    "pairwise_distance",
+    "GalleryDistance",
+    "PROTOCOLS",
+    "METRICS",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+PROTOCOLS = ("torchreid", "mars_official")
+METRICS = ("euclidean", "cosine")
+Protocol = Literal["torchreid", "mars_official"]
+Metric = Literal["euclidean", "cosine"]
+ArrayLike = np.ndarray | torch.Tensor | Sequence[int]
+
+# Elements of a (chunk x gallery) block processed at once: bounds the temporary memory of one chunk (a
+# float distance block, a bool mask, the candidate list: about 200 MB on the CPU). Large enough that the
+# fixed cost of the ~50 small tensor ops per chunk stays small next to the matrix product (MARS is one
+# chunk); measured slower with 8x smaller blocks on a loaded 2-core machine.
+_CPU_BLOCK_ELEMENTS = 1 << 25
+_GPU_BLOCK_ELEMENTS = 1 << 25
+
+
+def pairwise_distance(
+    qf: torch.Tensor, gf: torch.Tensor, metric: Metric = "euclidean", normalize: bool = False
+) -> torch.Tensor:
+    """Distances between the rows of ``qf`` (Q, D) and ``gf`` (G, D) -> (Q, G) float, smaller = closer.
+
+    ``"euclidean"`` is the squared Euclidean distance ``|q|^2 + |g|^2 - 2 q.g`` (the value torchreid
+    computes; not clamped, so identical vectors may give a tiny negative value; same ranking as the
+    Euclidean distance). ``"cosine"`` is ``1 - cos(q, g)``. ``normalize=True`` L2-normalises the features
+    first (GLTR: Euclidean on normalised features). :func:`evaluate_features` uses exactly this arithmetic.
+    """
+    return GalleryDistance(gf, metric, normalize)(qf)
+
+
+def _augmented(x: torch.Tensor, metric: str, normalize: bool, gallery_side: bool) -> torch.Tensor:
+    """Rows of ``x`` extended so that ONE matrix product gives the distance (no pass over the result):
+    euclidean [q, |q|^2, 1] . [-2 g, 1, |g|^2]; cosine [q^, 1] . [-g^, 1] (^: L2-normalised).
+
+    On normalised rows the squared norm is taken as exactly 1 (so euclidean = 2 - 2 cos, as it is
+    mathematically). The gallery side's factor -2 (or -1) is folded into the one normalising division,
+    which is exact: scaling by a power of two commutes with rounding.
+    """
+    num, dim = x.shape
+    unit = normalize or metric == "cosine"
+    extra = 2 if metric == "euclidean" else 1
+    out = torch.empty(num, dim + extra, dtype=x.dtype, device=x.device)
+    feats = out[:, :dim]
+    scale = (-2.0 if metric == "euclidean" else -1.0) if gallery_side else 1.0
+    if unit:
+        norm = x.norm(2, 1, keepdim=True).clamp_min(1e-12)
+        torch.div(x, norm / scale if scale != 1.0 else norm, out=feats)
+    else:
+        torch.mul(x, scale, out=feats)
+    if metric == "euclidean":
+        sq = 1.0 if unit else x.pow(2).sum(1)
+        out[:, dim + (0 if gallery_side else 1)] = 1.0
+        out[:, dim + (1 if gallery_side else 0)] = sq
+    else:
+        out[:, dim] = 1.0
+    return out
+
+
+class GalleryDistance:
+    """Distances from query chunks to a fixed gallery (see :func:`pairwise_distance`).
+
+    The gallery is prepared once; each call is a single matrix product of augmented rows, so the (B, G)
+    result is written once and never passed over again.
+    """
+
+    def __init__(self, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = False) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; valid choices: {', '.join(METRICS)}")
+        self.metric = metric
+        self.normalize = normalize
+        self.gallery_t = _augmented(gf, metric, normalize, gallery_side=True).t()
+
+    def __call__(self, qf: torch.Tensor) -> torch.Tensor:
+        return _augmented(qf, self.metric, self.normalize, gallery_side=False) @ self.gallery_t
+
+
+def _check_finite(x: torch.Tensor, name: str, offset: int = 0) -> None:
+    # the row sums are a cheap screen; only when one is not finite is the exact (slower) test run
+    if bool(torch.isfinite(x.sum(1)).all()):
+        return
+    bad = ~torch.isfinite(x).all(1)
+    if bool(bad.any()):
+        raise ValueError(f"{name} row {offset + int(torch.nonzero(bad)[0])} contains NaN or inf")
+
+
+def _as_long(values: ArrayLike, name: str, length: int, device: torch.device) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
+    if tensor.dim() != 1 or tensor.numel() != length:
+        raise ValueError(f"{name} must be 1-D with {length} entries, got shape {tuple(tensor.shape)}")
+    if tensor.is_floating_point() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers, got dtype {tensor.dtype}")
+    return tensor.to(device=device, dtype=torch.int64)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    # index_select, not x[index]: advanced indexing costs ~100x more on a loaded CPU (parallel dispatch)
+    return x.index_select(0, index)
+
+
+class _Gallery:
+    """Gallery identities grouped by pid (CSR layout) so a query finds its same-pid items directly."""
+
+    def __init__(self, pids: torch.Tensor, camids: torch.Tensor, protocol: str) -> None:
+        self.size = pids.numel()
+        self.pids = pids
+        self.camids = camids
+        # stable: gallery indices stay ascending inside each pid group (the tie rule relies on it)
+        self.pids_sorted, self.order = torch.sort(pids, stable=True)
+        self.unique_pids, self.counts = torch.unique_consecutive(self.pids_sorted, return_counts=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        # items every query ignores besides its own same-pid items
+        self.junk_cols = torch.nonzero(pids == -1).view(-1) if protocol == "mars_official" else None
+
+    def same_pid(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (first position in ``order``, count) of each query's identity in the gallery."""
+        if self.unique_pids.numel() == 0:
+            zeros = torch.zeros_like(q_pids)
+            return zeros, zeros
+        pos = torch.searchsorted(self.unique_pids, q_pids).clamp_(max=self.unique_pids.numel() - 1)
+        found = _take(self.unique_pids, pos) == q_pids
+        return _take(self.starts, pos), torch.where(found, _take(self.counts, pos), torch.zeros_like(pos))
+
+
+class _ChunkRanks(NamedTuple):
+    """Good items of a chunk of queries, flat, sorted by (query, rank): ``row`` (query in chunk), ``hit``
+    (1-based count of good items so far), ``rank`` (1-based, junk removed); ``n_good`` per query (B,)."""
+
+    row: torch.Tensor
+    hit: torch.Tensor
+    rank: torch.Tensor
+    n_good: torch.Tensor
+
+
+def _good_ranks(
+    dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, gallery: _Gallery
+) -> _ChunkRanks:
+    """Ranks of the good items of a chunk of queries; ``dist`` (B, G) is overwritten (junk set to +inf).
+
+    Everything but one compare and one nonzero over the (B, G) block works on flat lists whose length is
+    the number of same-pid items or of candidates, never on padded (B, max count) tables.
+    """
+    num_q, num_g = dist.shape
+    device = dist.device
+    start, count = gallery.same_pid(q_pids)
+    # every same-pid gallery item of every query, flat (query-major, gallery index ascending)
+    row = torch.repeat_interleave(torch.arange(num_q, device=device), count)
+    offset = torch.cumsum(count, 0) - count
+    gidx = _take(gallery.order, _take(start - offset, row) + torch.arange(row.numel(), device=device))
+    flat_same = row * num_g + gidx
+    good = _take(gallery.camids, gidx) != _take(q_camids, row)
+    g_row, g_idx = row.masked_select(good), gidx.masked_select(good)
+    g_dist = _take(dist.view(-1), flat_same.masked_select(good))
+    n_good = torch.bincount(g_row, minlength=num_q)
+    neg_inf = torch.tensor(float("-inf"), dtype=dist.dtype, device=device)
+    threshold = neg_inf.expand(num_q).clone().scatter_reduce_(0, g_row, g_dist, "amax")
+
+    # Same-pid items (good ones and same-camera junk) and the protocol's global junk go to +inf, so the
+    # items not farther than the last good item are exactly the valid negatives that can precede a good one.
+    dist.view(-1).index_fill_(0, flat_same, float("inf"))
+    if gallery.junk_cols is not None and gallery.junk_cols.numel():
+        dist.index_fill_(1, gallery.junk_cols, float("inf"))
+    c_row, c_col = torch.nonzero(dist <= threshold.unsqueeze(1), as_tuple=True)
+    c_dist = _take(dist.view(-1), c_row * num_g + c_col)
+
+    # Keys ordering (query, distance, gallery index): sorted good keys give each good item its place in its
+    # query's list; a searchsorted places every candidate among its query's good items.
+    keys = _lexicographic_keys(
+        torch.cat([g_row, c_row]), torch.cat([g_dist, c_dist]), torch.cat([g_idx, c_col]), num_g
+    )
+    good_keys, order = torch.sort(keys[: g_row.numel()])
+    g_row = _take(g_row, order)
+    good_offset = torch.cumsum(n_good, 0) - n_good
+    hit = torch.arange(g_row.numel(), device=device) - _take(good_offset, g_row) + 1
+    before = torch.searchsorted(good_keys, keys[g_row.numel() :]) - _take(good_offset, c_row)  # 0..n_good
+    # Histogram of `before` per query: query r owns the n_good[r] + 1 consecutive buckets starting at
+    # good_offset[r] + r. The negatives before the hit-th good item of r fill its buckets 0 .. hit - 1.
+    bucket_start = good_offset + torch.arange(num_q, device=device)
+    hist = torch.bincount(_take(bucket_start, c_row) + before, minlength=g_row.numel() + num_q)
+    cum = torch.cumsum(hist, 0)
+    g_bucket = _take(bucket_start, g_row)
+    upto = _take(cum, g_bucket + hit - 1)
+    below = torch.where(g_bucket > 0, _take(cum, (g_bucket - 1).clamp(min=0)), torch.zeros_like(upto))
+    return _ChunkRanks(g_row, hit, hit + upto - below, n_good)
+
+
+def _lexicographic_keys(
+    rows: torch.Tensor, values: torch.Tensor, cols: torch.Tensor, num_g: int
+) -> torch.Tensor:
+    """int64 keys ordered like the tuples (row, value, col); equal values compare by col (the tie rule).
+
+    float32 values map to their order-preserving 32-bit pattern (exact, no sort); other dtypes (float64
+    distance matrices) to their dense rank among ``values`` (one sort). The callers keep
+    rows * 2^32 * num_g below 2^63.
+    """
+    if values.dtype == torch.float32:
+        values = torch.where(values == 0, torch.zeros_like(values), values)  # -0.0 ties with +0.0
+        bits = values.view(torch.int32).long()
+        ordered = torch.where(bits >= 0, bits + (1 << 31), ((1 << 31) - 1) - (bits & 0x7FFFFFFF))
+        span = 1 << 32
+    else:
+        uniq, ordered = torch.unique(values, sorted=True, return_inverse=True)
+        span = uniq.numel()
+    return (rows * span + ordered) * num_g + cols
+
+
+class _Accumulator:
+    """Sums of per-query AP / INP / first-hit histogram over chunks."""
+
+    def __init__(self, protocol: str, max_rank: int, device: torch.device) -> None:
+        self.protocol = protocol
+        self.max_rank = max_rank
+        self.ap_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.inp_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_hits = torch.zeros(max_rank + 1, dtype=torch.int64, device=device)
+        self.num_queries = 0
+        self.num_without_match = 0
+
+    def add(self, ranks: _ChunkRanks) -> None:
+        n_good = ranks.n_good
+        self.num_queries += n_good.numel()
+        self.num_without_match += int((n_good == 0).sum())
+        if ranks.row.numel() == 0:
+            return
+        hit, rank = ranks.hit.double(), ranks.rank.double()
+        precision_at = hit / rank
+        if self.protocol == "torchreid":
+            terms = precision_at
+        else:
+            previous = torch.where(rank > 1, (hit - 1) / (rank - 1).clamp(min=1), torch.ones_like(rank))
+            terms = (previous + precision_at) / 2
+        ap_sum = torch.zeros(n_good.numel(), dtype=torch.float64, device=rank.device).index_add_(
+            0, ranks.row, terms
+        )
+        self.ap_sum += (ap_sum / n_good.clamp(min=1)).sum()
+        last = ranks.hit == _take(n_good, ranks.row)
+        self.inp_sum += (hit.masked_select(last) / rank.masked_select(last)).sum()
+        first = ranks.rank.masked_select(ranks.hit == 1).clamp(max=self.max_rank + 1) - 1
+        self.first_hits += torch.bincount(first, minlength=self.max_rank + 1)
+
+    def result(self) -> dict:
+        if self.protocol == "torchreid":
+            counted = self.num_queries - self.num_without_match
+            skipped = self.num_without_match
+            if counted == 0:
+                raise ValueError(
+                    f"none of the {self.num_queries} queries has a good match (same pid, other camera) "
+                    "in the gallery: check that query and gallery come from the same split"
+                )
+        else:
+            counted, skipped = self.num_queries, 0
+        if self.num_without_match:
+            _LOGGER.info(
+                "%d of %d queries have no good match in the gallery (%s)",
+                self.num_without_match,
+                self.num_queries,
+                "skipped" if self.protocol == "torchreid" else "counted with AP 0",
+            )
+        cmc = torch.cumsum(self.first_hits[: self.max_rank], 0).double() / max(counted, 1)
+        return {
+            "mAP": float(self.ap_sum) / max(counted, 1),
+            "mINP": float(self.inp_sum) / max(counted, 1),
+            "cmc": cmc.cpu().numpy(),
+            "num_valid_queries": counted,
+            "num_skipped_queries": skipped,
+            "num_queries": self.num_queries,
+            "num_queries_without_match": self.num_without_match,
+            "protocol": self.protocol,
+        }
+
+
+def _prepare(
+    num_q: int,
+    num_g: int,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int,
+    protocol: str,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, _Gallery]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; valid choices: {', '.join(PROTOCOLS)}")
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"empty query ({num_q}) or gallery ({num_g}) set")
+    qp = _as_long(q_pids, "q_pids", num_q, device)
+    qc = _as_long(q_camids, "q_camids", num_q, device)
+    gallery = _Gallery(
+        _as_long(g_pids, "g_pids", num_g, device), _as_long(g_camids, "g_camids", num_g, device), protocol
+    )
+    if protocol == "mars_official" and bool((qp == -1).any()):
+        raise ValueError("mars_official: queries with pid -1 (junk tracklets) cannot be evaluated")
+    return qp, qc, gallery
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _chunk_rows(chunk_size: int | None, num_g: int, device: torch.device) -> int:
+    budget = _GPU_BLOCK_ELEMENTS if device.type == "cuda" else _CPU_BLOCK_ELEMENTS
+    chunk = chunk_size or max(1, budget // num_g)
+    # the ordering keys of _lexicographic_keys need chunk * 2^32 * num_g < 2^63
+    return max(1, min(chunk, ((1 << 31) - 1) // num_g))
+
+
+def evaluate_rank(
+    distmat: np.ndarray | torch.Tensor,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+    protocol: Protocol = "torchreid",
+    chunk_size: int | None = None,
+    device: str | torch.device | None = "cpu",
+) -> dict:
+    """mAP / CMC / mINP from a distance matrix ``distmat`` (Q, G), smaller = more similar.
+
+    Returns a dict: ``mAP`` and ``mINP`` (fractions 0-1), ``cmc`` (float64 numpy array of length
+    ``max_rank``, fractions), ``num_valid_queries`` (queries averaged over), ``num_skipped_queries``,
+    ``num_queries``, ``num_queries_without_match``, ``protocol``. See the module docstring for the two
+    protocols and the tie rule. Distances must be finite (NaN or inf raise ValueError naming the rows).
+    """
+    dist_all = torch.as_tensor(distmat)
+    if dist_all.dim() != 2:
+        raise ValueError(f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(dist_all.shape)}")
+    if not dist_all.is_floating_point():
+        dist_all = dist_all.double()
+    dev = _resolve_device(device)
+    num_q, num_g = dist_all.shape
+    qp, qc, gallery = _prepare(num_q, num_g, q_pids, g_pids, q_camids, g_camids, max_rank, protocol, dev)
+    chunk = _chunk_rows(chunk_size, num_g, dev)
+    acc = _Accumulator(protocol, max_rank, dev)
+    for s in range(0, num_q, chunk):
+        # a copy: _good_ranks writes into its block. Half precision widens exactly to float32, the dtype
+        # with cheap exact ordering keys.
+        half = dist_all.dtype in (torch.float16, torch.bfloat16)
+        dist = dist_all[s : s + chunk].to(dev, dtype=torch.float32 if half else None, copy=True)
+        _check_finite(dist, "distmat", offset=s)
+        acc.add(_good_ranks(dist, qp[s : s + chunk], qc[s : s + chunk], gallery))
+    return acc.result()
+
+
+@torch.no_grad()
+def evaluate_features(
+    qf: np.ndarray | torch.Tensor,
+    gf: np.ndarray | torch.Tensor,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    metric: Metric = "euclidean",
+    normalize: bool = True,
+    protocol: Protocol = "torchreid",
+    max_rank: int = 50,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict:
+    """mAP / CMC / mINP straight from features ``qf`` (Q, D) and ``gf`` (G, D); same dict as
+    :func:`evaluate_rank`.
+
+    Distances are computed in float32 chunks of ``chunk_size`` queries (default: a 128 MB block on the CPU)
+    on ``device`` (default: CUDA when available, else CPU) and never held as a full Q x G matrix.
+    ``normalize=True`` L2-normalises the features first (GLTR: Euclidean distance on normalised features).
+    Results equal ``evaluate_rank(pairwise_distance(qf, gf, metric), ...)`` with the same tie rule.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid choices: {', '.join(METRICS)}")
+    dev = _resolve_device(device)
+    qf_t = torch.as_tensor(qf).to(device=dev, dtype=torch.float32)
+    gf_t = torch.as_tensor(gf).to(device=dev, dtype=torch.float32)
+    if qf_t.dim() != 2 or gf_t.dim() != 2 or qf_t.shape[1] != gf_t.shape[1]:
+        raise ValueError(
+            f"features must be (Q, D) and (G, D), got {tuple(qf_t.shape)} and {tuple(gf_t.shape)}"
+        )
+    _check_finite(qf_t, "qf")
+    _check_finite(gf_t, "gf")
+    num_q, num_g = qf_t.shape[0], gf_t.shape[0]
+    qp, qc, gallery = _prepare(num_q, num_g, q_pids, g_pids, q_camids, g_camids, max_rank, protocol, dev)
+    chunk = _chunk_rows(chunk_size, num_g, dev)
+    acc = _Accumulator(protocol, max_rank, dev)
+    distance = GalleryDistance(gf_t, metric, normalize)
+    for s in range(0, num_q, chunk):
+        dist = distance(qf_t[s : s + chunk])
+        acc.add(_good_ranks(dist, qp[s : s + chunk], qc[s : s + chunk], gallery))
+    return acc.result()
