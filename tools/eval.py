@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(metrics, sort_keys=True))
             if args.out:
                 write_metrics_json(args.out, metrics)
-    except (CheckpointError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

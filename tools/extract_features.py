@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         arrays = extract_features(cfg, args.checkpoint, args.split, args.out)
-    except (CheckpointError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

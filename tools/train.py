@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         print(f"interrupted: checkpoint written to {exc.checkpoint}; continue with --resume", file=sys.stderr)
         return 130
-    except (CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (CheckpointError, NonFiniteLossError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -386,3 +386,15 @@ def test_multi_crop_transform_is_a_config_error_not_a_bad_file(tmp_path: Path) -
     with pytest.raises(ValueError, match="crop: resize"):
         ds[0]
     assert ds.num_failed == 0
+
+
+def test_build_reid_dataset_bad_config_is_clear(real_subset_root: Path, reid_helpers) -> None:
+    cfg = reid_helpers.tiny_reid_config(real_subset_root)
+    cfg.data.train.sampler = "tsn"
+    with pytest.raises(ValueError, match="consecutive, evenly, random"):
+        build_reid_dataset(cfg, "train")
+    with pytest.raises(ValueError, match="split 'val'"):
+        build_reid_dataset(cfg, "val")
+    cfg.data.root = str(real_subset_root / "missing")
+    with pytest.raises(FileNotFoundError, match="train_name.txt"):
+        build_reid_dataset(cfg, "query")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,15 @@ def test_bad_arguments():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         re_ranking(bad, np.zeros((3, 3)), np.zeros((10, 10)), k1=4, k2=2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss-cpu not installed (optional)")
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_faiss_neighbours_match_exact(metric):
+    rng = np.random.default_rng(5)
+    qf, gf, _, _ = identity_features(rng, 15, 80)
+    exact = re_ranking_features(qf, gf, k1=8, k2=3, metric=metric)
+    approx = re_ranking_features(qf, gf, k1=8, k2=3, metric=metric, knn="faiss")
+    np.testing.assert_allclose(approx, exact, atol=1e-4)
+    with pytest.raises(ValueError, match="unit-norm"):
+        re_ranking_features(qf, gf, k1=8, normalize=False, knn="faiss")

@@ -211,7 +211,12 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     pin = cfg.data.pin_memory and device.type == "cuda"
     loader = build_train_loader(train_ds, cfg, info.rank, info.world_size, pin_memory=pin)
     amp = amp_dtype_for(cfg, device)
-    eval_fn, metric = _eval_fn(cfg, device, info, amp)
+    validate = task_of(cfg) == "reid" or bool(cfg.data.val.ann_file)
+    if not validate:
+        logger.warning(
+            "data.val.ann_file is not set: training without validation (no best.pt, no metrics.json)"
+        )
+    eval_fn, metric = _eval_fn(cfg, device, info, amp) if validate else (None, "top1")
 
     loss_fn, loss_module = build_loss_fn(cfg, model, device)
     optimizer = build_optimizer(model, cfg.train, info.world_size)
@@ -258,16 +263,13 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         tb_writer=tb,
         extra_modules={"loss": loss_module} if loss_module else None,
     )
-    eval_hook = EvalHook(eval_fn, metric, cfg.train.eval_every_epochs, work_dir)
-    trainer.register_hooks(
-        [
-            TemperatureHook(
-                cfg.train.temperature_start, cfg.train.temperature_end, cfg.train.temperature_anneal_epochs
-            ),
-            eval_hook,  # before the checkpointer, so last.pt records the best metric so far
-            PeriodicCheckpointer(cfg.train.checkpoint_every_iters),
-        ]
+    eval_hook = EvalHook(eval_fn, metric, cfg.train.eval_every_epochs, work_dir) if eval_fn else None
+    temperature = TemperatureHook(
+        cfg.train.temperature_start, cfg.train.temperature_end, cfg.train.temperature_anneal_epochs
     )
+    # the evaluator goes before the checkpointer, so last.pt records the best metric so far
+    hooks = [temperature, eval_hook, PeriodicCheckpointer(cfg.train.checkpoint_every_iters)]
+    trainer.register_hooks([h for h in hooks if h is not None])
     if resume:
         ckpt = load_checkpoint(last, map_location="cpu")
         _warn_config_changes(ckpt.get("config"), cfg)
@@ -277,7 +279,7 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
     finally:
         if tb is not None:
             tb.close()
-    metrics = eval_hook.last_metrics or {}
+    metrics = (eval_hook.last_metrics if eval_hook else None) or {}
     if metrics:
         summary = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if isinstance(v, float))
         logger.info("final validation (%s): %s", metric, summary)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import signal
 import sys
 import time
@@ -425,7 +424,3 @@ class Trainer:
                 self.world_size,
             )
         logger.info("resuming at epoch %d, batch %d (iteration %d)", epoch + 1, done, self.iter)
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

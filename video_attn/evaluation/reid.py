@@ -28,8 +28,11 @@ same rule holds in :func:`evaluate_rank` and :func:`evaluate_features`.
 
 Implementation: no Q x G sort and no Q x G integer matrix. The AP, CMC and INP of a query only need the
 ranks of its good items, and those only depend on the valid (non-junk) items that are not farther than
-the query's last good item. Per chunk of queries the distances are compared once against that threshold;
-only the items that pass (few for a useful model) are compared with the query's sorted good distances.
+the query's last good item. Per chunk of queries the distance block is one matrix product (augmented
+rows carry the norm terms), compared once against each query's threshold; the items that pass (about 0.5%
+for a model at 75% mAP) get exact int64 keys ordering (query, distance, gallery index), and one
+searchsorted against the queries' sorted good keys plus a histogram gives every good item's rank.
+Memory: one (chunk x G) float block (128 MB by default) besides the features; any Q and G.
 """
 
 from __future__ import annotations
@@ -418,7 +421,8 @@ def evaluate_features(
     Distances are computed in float32 chunks of ``chunk_size`` queries (default: a 128 MB block on the CPU)
     on ``device`` (default: CUDA when available, else CPU) and never held as a full Q x G matrix.
     ``normalize=True`` L2-normalises the features first (GLTR: Euclidean distance on normalised features).
-    Results equal ``evaluate_rank(pairwise_distance(qf, gf, metric), ...)`` with the same tie rule.
+    Results equal ``evaluate_rank(pairwise_distance(qf, gf, metric, normalize), ...)`` (same arithmetic,
+    same tie rule).
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid choices: {', '.join(METRICS)}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -135,7 +136,10 @@ def _k_reciprocal(
     k1: int,
     k2: int,
     lambda_value: float,
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> np.ndarray:
+    """``neighbours``: precomputed (initial_rank (N, k1+1), row maxima of d^2 (N,)); then only the query
+    rows are streamed (for the (Q, G) block), the gallery rows' lists and maxima are taken as given."""
     n = num_query + num_gallery
     if not 1 <= k1 < n:
         raise ValueError(f"k1 must be in [1, {n - 1}] (query + gallery - 1), got {k1}")
@@ -145,12 +149,15 @@ def _k_reciprocal(
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
 
     # Pass over the distance rows: neighbour lists, row maxima, normalised query-gallery block.
-    initial_rank = torch.empty(n, k1 + 1, dtype=torch.int64)
-    row_max = torch.empty(n, dtype=torch.float64)
+    if neighbours is None:
+        initial_rank = torch.empty(n, k1 + 1, dtype=torch.int64)
+        row_max = torch.empty(n, dtype=torch.float64)
+    else:
+        initial_rank, row_max = neighbours[0].clone(), neighbours[1].clone().double()
     query_dist = np.empty((num_query, num_gallery), dtype=np.float32)
     step = max(1, _ROW_BLOCK_ELEMENTS // n)
-    for s in range(0, n, step):
-        e = min(n, s + step)
+    for s in range(0, n if neighbours is None else num_query, step):
+        e = min(n if neighbours is None else num_query, s + step)
         d2 = row_source(s, e).float().pow_(2)
         if not bool(torch.isfinite(d2).all()):
             raise ValueError(f"distances of rows {s}..{e - 1} contain NaN or inf")
@@ -273,12 +280,18 @@ def re_ranking_features(
     metric: str = "euclidean",
     normalize: bool = True,
     max_memory_bytes: int | None = None,
+    knn: Literal["exact", "faiss"] = "exact",
 ) -> np.ndarray:
     """Re-ranked (Q, G) float32 distances straight from features, without any dense (Q+G)^2 matrix.
 
     The base distance is :func:`~video_attn.evaluation.reid.pairwise_distance` (``metric``, on
     L2-normalised features when ``normalize``), i.e. what the evaluation ranks by; the result equals
     :func:`re_ranking` on the three distance blocks.
+
+    ``knn="faiss"`` (faiss installed; unit-norm features: ``normalize=True`` or cosine) takes the
+    gallery items' k1 + 1 nearest neighbours and farthest distance (the row maximum) from a faiss
+    inner-product index instead of streaming all (Q+G)^2 distances: only the Q query rows are computed
+    here. Its float rounding differs from torch's, so near-equal distances may order differently.
     """
     qf_t = torch.as_tensor(qf).float()
     gf_t = torch.as_tensor(gf).float()
@@ -287,12 +300,19 @@ def re_ranking_features(
             f"features must be (Q, D) and (G, D), got {tuple(qf_t.shape)} and {tuple(gf_t.shape)}"
         )
     num_q, num_g = len(qf_t), len(gf_t)
+    if knn not in ("exact", "faiss"):
+        raise ValueError(f"unknown knn {knn!r}; valid choices: exact, faiss")
     _check_memory(num_q, num_g, k1, k2, max_memory_bytes)
     feats = torch.cat([qf_t, gf_t])
     distance = GalleryDistance(feats, metric, normalize)
     unit = normalize or metric == "cosine"
     if unit:
         feats = F.normalize(feats, dim=1)
+    neighbours = None
+    if knn == "faiss":
+        if not unit:
+            raise ValueError("knn='faiss' needs unit-norm features: normalize=True or metric='cosine'")
+        neighbours = _faiss_neighbours(feats.numpy(), k1, metric)
     piece = 1 << 20
 
     def pairs(r: np.ndarray, c: np.ndarray) -> torch.Tensor:
@@ -310,4 +330,23 @@ def re_ranking_features(
                 out[s : s + piece] = a.pow(2).sum(1) + b.pow(2).sum(1) - 2.0 * dot
         return out
 
-    return _k_reciprocal(lambda s, e: distance(feats[s:e]), pairs, num_q, num_g, k1, k2, lambda_value)
+    return _k_reciprocal(
+        lambda s, e: distance(feats[s:e]), pairs, num_q, num_g, k1, k2, lambda_value, neighbours
+    )
+
+
+def _faiss_neighbours(unit_feats: np.ndarray, k1: int, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """k1 + 1 nearest items and the row maximum of d^2 of every unit-norm row, from one faiss IP index.
+    On unit vectors nearest = most similar, and the farthest item is the top hit of the negated row."""
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError("knn='faiss' needs the faiss-cpu package: pip install faiss-cpu") from err
+    feats = np.ascontiguousarray(unit_feats, dtype=np.float32)
+    index = faiss.IndexFlatIP(feats.shape[1])
+    index.add(feats)
+    _, nearest = index.search(feats, k1 + 1)
+    far_sim, _ = index.search(-feats, 1)  # max of -cos = -(min cos)
+    min_cos = -far_sim[:, 0].astype(np.float64)
+    max_dist = 2.0 - 2.0 * min_cos if metric == "euclidean" else 1.0 - min_cos
+    return torch.from_numpy(nearest.astype(np.int64)), torch.from_numpy(max_dist**2)

@@ -13,6 +13,7 @@ decord's memory grows while a reader is alive.
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 
@@ -31,6 +32,12 @@ except ImportError:  # decord ships wheels for Linux x86_64 only
 
 
 _INT32_MAX = 2**31 - 1
+
+
+def _reason(exc: BaseException) -> str:
+    """First line of a decord error without its "[time] /src/file.cc:line: " prefix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text)
 
 
 def decord_available() -> bool:
@@ -54,8 +61,7 @@ class DecordReader(VideoReader):
         try:
             self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=num_threads)
         except _DECORD_ERRORS as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DecodeError(f"{self.path}: decord cannot open the file: {reason}") from None
+            raise DecodeError(f"{self.path}: decord cannot open the file: {_reason(exc)}") from None
         self.num_frames = len(self._vr)
         self.fps = float(self._vr.get_avg_fps())
         if verify_frames:
@@ -84,8 +90,7 @@ class DecordReader(VideoReader):
         try:
             return self._vr.get_batch(indices.tolist()).asnumpy()
         except _DECORD_ERRORS as exc:
-            _LOGGER.warning("%s: decord failed (%s); re-reading with PyAV", self.path,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            _LOGGER.warning("%s: decord failed (%s); re-reading with PyAV", self.path, _reason(exc))
         with PyAVReader(self.path) as fallback:
             frames = fallback.get_frames(indices)
             self.num_frames = min(self.num_frames, len(fallback))

@@ -88,14 +88,21 @@ class ChannelAttention(nn.Module):
         self.fc1 = nn.Conv2d(channels, rd, 1, bias=mlp_bias, **factory)
         self.fc2 = nn.Conv2d(rd, channels, 1, bias=mlp_bias, **factory)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel gate Mc, shape (B, C, 1, 1)."""
         b, c = x.shape[:2]
         # both descriptors go through the shared MLP as one (2B, C) batch
         z = torch.cat([x.mean((2, 3)), _spatial_max(x)], dim=0)
         z = F.relu(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
         z = F.linear(z, self.fc2.weight.flatten(1), self.fc2.bias)
-        s = torch.sigmoid(z[:b] + z[b:])
-        return x * s.view(b, c, 1, 1)
+        return torch.sigmoid(z[:b] + z[b:]).view(b, c, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale(x)
+
+    def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``identity + forward(x)`` in one fused pass (the residual block's gate-then-add)."""
+        return torch.addcmul(identity, x, self.scale(x))
 
 
 class SpatialAttention(nn.Module):
@@ -133,11 +140,19 @@ class SpatialAttention(nn.Module):
             if bn_zero_init:
                 nn.init.zeros_(self.bn.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial gate Ms, shape (B, 1, H, W)."""
         mx = _channel_max(x)
         avg = x.mean(dim=1, keepdim=True)
         pooled = torch.cat([mx, avg] if self.pool_order == "max_avg" else [avg, mx], dim=1)
-        return x * torch.sigmoid(self.bn(self.conv(pooled)))
+        return torch.sigmoid(self.bn(self.conv(pooled)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale(x)
+
+    def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``identity + forward(x)`` in one fused pass (the residual block's gate-then-add)."""
+        return torch.addcmul(identity, x, self.scale(x))
 
 
 class CBAM(nn.Module):
@@ -171,3 +186,7 @@ class CBAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.spatial(self.channel(x))
+
+    def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``identity + forward(x)`` with the spatial gate fused into the residual add."""
+        return self.spatial.gate_add(self.channel(x), identity)

@@ -51,11 +51,17 @@ class ECA(nn.Module):
         self.k_size = k_size
         self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate s, shape (B, C, 1, 1)."""
         b, c = x.shape[:2]
-        z = x.mean((2, 3)).view(b, 1, c)
-        s = torch.sigmoid(self.conv(z))
-        return x * s.view(b, c, 1, 1)
+        return torch.sigmoid(self.conv(x.mean((2, 3)).view(b, 1, c))).view(b, c, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale(x)
+
+    def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``identity + forward(x)`` in one fused pass (the residual block's gate-then-add)."""
+        return torch.addcmul(identity, x, self.scale(x))
 
     def extra_repr(self) -> str:
         return f"k_size={self.k_size}"

@@ -16,6 +16,7 @@ Input / output (B, C, H, W); requires C % 2G == 0 (``groups="auto"`` picks the l
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -69,14 +70,32 @@ class ShuffleAttention(nn.Module):
         self.sbias = nn.Parameter(torch.ones(1, half, 1, 1, **factory))
         self.gn = nn.GroupNorm(half, half, eps=eps, **factory)
 
+    def _gate_halves(self, x1: torch.Tensor, x2: torch.Tensor, view: tuple[int, ...]) -> tuple:
+        """Both branches on the two halves; ``view`` reshapes the (1, C/2G, 1, 1) parameters to broadcast."""
+        cw, cb, sw, sb = (p.view(view) for p in (self.cweight, self.cbias, self.sweight, self.sbias))
+        y1 = x1 * torch.sigmoid(cw * x1.mean((-2, -1), keepdim=True) + cb)
+        half = x2.shape[-3]
+        gn = F.group_norm(
+            x2.reshape(-1, half, *x2.shape[-2:]), half, self.gn.weight, self.gn.bias, self.gn.eps
+        )
+        y2 = x2 * torch.sigmoid(sw * gn.view(x2.shape) + sb)
+        return y1, y2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        x = x.reshape(b * self.groups, c // self.groups, h, w)
-        x1, x2 = x.chunk(2, dim=1)
-        s1 = torch.sigmoid(self.cweight * x1.mean((2, 3), keepdim=True) + self.cbias)
-        s2 = torch.sigmoid(self.sweight * self.gn(x2) + self.sbias)
-        out = torch.cat([x1 * s1, x2 * s2], dim=1).reshape(b, c, h, w)
-        return channel_shuffle(out, 2)
+        g, half = self.groups, c // (2 * self.groups)
+        if g % 2:
+            # the 2-way shuffle splits a group: concatenate the branches, then shuffle (one extra copy)
+            xg = x.reshape(b * g, 2 * half, h, w)
+            y1, y2 = self._gate_halves(xg[:, :half], xg[:, half:], (1, half, 1, 1))
+            return channel_shuffle(torch.cat([y1, y2], dim=1).reshape(b, c, h, w), 2)
+        # channel k = i * C/2 + g2 * C/G + branch * C/2G + q, i < 2, g2 < G/2: the shuffle sends it to output
+        # channel 2 (k mod C/2) + i, so stacking the branches in (g2, branch, q, i) order writes the shuffled
+        # output directly, without the concatenated intermediate
+        xv = x.reshape(b, 2, g // 2, 2, half, h, w)
+        y1, y2 = self._gate_halves(xv[:, :, :, 0], xv[:, :, :, 1], (half, 1, 1))
+        order = (0, 2, 3, 1, 4, 5)  # (b, i, g2, q, h, w) -> (b, g2, q, i, h, w)
+        return torch.stack([y1.permute(order), y2.permute(order)], dim=2).reshape(b, c, h, w)
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"

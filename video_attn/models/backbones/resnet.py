@@ -15,6 +15,9 @@ Extension points of every block (BasicBlock and Bottleneck), in forward order::
     x = attn(x)                                    # gate after the last BN (create_attn), nn.Identity if none
     x = residual(x, identity) or x + identity      # Highway etc. (create_residual), then relu
 
+A gate with a ``gate_add(x, identity)`` method (SE, ECA, CBAM and its halves) computes
+``identity + attn(x)`` in one fused op when the residual is the standard add.
+
 Conv-replacement rule (``conv=``): the replaced conv is the 3x3 conv that carries the block's stride and
 is followed by BN + ReLU, i.e. ``Bottleneck.conv2`` (torchvision position, as in SKNet / ResNeSt
 bottlenecks) and ``BasicBlock.conv1`` (as timm's ``SelectiveKernelBasic``). A replacement with
@@ -78,9 +81,18 @@ class _Block(nn.Module):
         self.attn: nn.Module = attn if attn is not None else nn.Identity()
         self.residual = residual
 
+    def _attn_hooked(self) -> bool:
+        # hooks on the gate expect its forward to run, so they turn the fused path off
+        return bool(self.attn._forward_hooks or self.attn._forward_pre_hooks)
+
     def _merge(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        out = self.attn(out)
-        out = self.residual(out, identity) if self.residual is not None else out + identity
+        if self.residual is not None:
+            out = self.residual(self.attn(out), identity)
+        elif hasattr(self.attn, "gate_add") and not self._attn_hooked():
+            # gates that scale their input fuse the scaling into the add: one pass instead of two
+            out = self.attn.gate_add(out, identity)
+        else:
+            out = self.attn(out) + identity
         return self.relu(out)
 
 
