@@ -2,8 +2,8 @@
 
 For every variant: parameters, FLOPs (torch.utils.flop_counter, per image), images/s forward and
 forward+backward, and the time ratio against plain ResNet-50 next to the FLOP ratio. Variants are timed
-interleaved (plain, A, plain, B, ...) inside each repetition so load changes on a shared machine hit all of
-them alike; the reported time is the minimum over repetitions (the least disturbed run). On CPU the
+interleaved (plain, A, A, plain, plain, B, ...) so every variant run has a plain run right next to it; the
+time ratio is the median over repetitions of these paired ratios, images/s come from the best run. On CPU the
 default clock is the process CPU time with 1 thread (``--clock cpu``): on a machine shared with other jobs
 it measures our own work, where wall time mostly measures the other jobs; ``--clock wall`` is available.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -70,21 +71,29 @@ def make_step(model: nn.Module, x: torch.Tensor, backward: bool, device: str) ->
 
 def time_interleaved(
     steps: dict[str, Callable[[], None]], reps: int, warmup: int, clock: Callable[[], float]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per variant: best time over repetitions, and the median of ratios to the plain run next to it."""
     for step in steps.values():
         for _ in range(warmup):
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(reps):
+    ratios: dict[str, list[float]] = {name: [] for name in steps}
+    for rep in range(reps):
         for name in steps:
             if name == "plain":
                 continue
-            # ABAB: plain right before each variant
-            for key in ("plain", name):
+            # plain and variant back to back, order alternating per repetition (ABBA), so each ratio
+            # compares two runs under the same machine load
+            pair = {}
+            for key in ("plain", name) if rep % 2 == 0 else (name, "plain"):
                 t0 = clock()
                 steps[key]()
-                times[key].append(clock() - t0)
-    return {name: min(ts) for name, ts in times.items()}
+                pair[key] = clock() - t0
+                times[key].append(pair[key])
+            ratios[name].append(pair[name] / pair["plain"])
+    best = {name: min(ts) for name, ts in times.items()}
+    ratio = {name: (statistics.median(r) if r else 1.0) for name, r in ratios.items()}
+    return best, ratio
 
 
 def load() -> str:
@@ -143,13 +152,14 @@ def main() -> None:
         f"reps {reps}, clock {clock_name}, load before: {load()}"
     )
     results: dict[str, dict[str, float]] = {}
+    paired: dict[str, dict[str, float]] = {}
     modes = [("fwd", False)] + ([] if args.no_backward else [("fwd+bwd", True)])
     for mode, backward in modes:
         steps = {}
         for name, m in models.items():
             m.train(backward)  # forward in eval mode, training step in train mode
             steps[name] = make_step(m, x, backward, device)
-        results[mode] = time_interleaved(steps, reps, warmup=1, clock=clock)
+        results[mode], paired[mode] = time_interleaved(steps, reps, warmup=1, clock=clock)
     print(f"load after: {load()}")
 
     mode_cols = " | ".join(f"{m} img/s | {m} time ratio" for m, _ in modes)
@@ -163,12 +173,12 @@ def main() -> None:
         ok = True
         for mode, _ in modes:
             t = results[mode][name]
-            ratio = t / results[mode]["plain"]
+            ratio = paired[mode][name]
             cells += [f"{batch / t:.2f}", f"{ratio:.3f}"]
             if name != "plain":
                 ok &= ratio <= fr + 0.10
         if name in TARGET_GATES:
-            ok &= results["fwd"][name] / results["fwd"]["plain"] <= 1.10
+            ok &= paired["fwd"][name] <= 1.10
         verdict = "-" if name == "plain" else ("ok" if ok else "MISS")
         row = [name, f"{params[name] / 1e6:.3f}", f"{flops[name] / 1e9:.3f}", f"{fr:.3f}", *cells, verdict]
         print("| " + " | ".join(row) + " |")

@@ -164,7 +164,7 @@ def timed(fn, repeats):
     return min(times), out
 
 
-def run_mars(repeats: int) -> dict:
+def run_mars(repeats: int, torchreid_style: bool = True) -> dict:
     rng = np.random.default_rng(0)
     pids, camids, query, source = mars_layout(rng)
     feats = identity_features(pids, camids, 512, rng, id_scale=0.52)  # ~75% mAP, ~91% rank-1
@@ -186,7 +186,9 @@ def run_mars(repeats: int) -> dict:
         lambda: numpy_loop(distmat, q_pids, pids, q_camids, camids, protocol="mars_official"), 1
     )
     loop_tr_s, ref_tr = timed(lambda: numpy_loop(distmat, q_pids, pids, q_camids, camids), 1)
-    style_s, ref_style = timed(lambda: torchreid_style_loop(distmat, q_pids, pids, q_camids, camids), 1)
+    style_s, ref_style = float("nan"), None
+    if torchreid_style:  # minutes on a loaded 2-core machine
+        style_s, ref_style = timed(lambda: torchreid_style_loop(distmat, q_pids, pids, q_camids, camids), 1)
     rank_s, from_rank = timed(
         lambda: evaluate_rank(distmat, q_pids, pids, q_camids, camids, protocol="mars_official"), 1
     )
@@ -194,8 +196,9 @@ def run_mars(repeats: int) -> dict:
         assert_identical(official, ref, "evaluate_features vs numpy loop (mars_official)"),
         assert_identical(from_rank, ref, "evaluate_rank vs numpy loop (mars_official)"),
         assert_identical(torchreid, ref_tr, "evaluate_features vs numpy loop (torchreid)"),
-        assert_identical(torchreid, ref_style, "evaluate_features vs torchreid-style loop"),
     )
+    if ref_style is not None:
+        diff = max(diff, assert_identical(torchreid, ref_style, "evaluate_features vs torchreid-style loop"))
     return {
         "case": "MARS",
         "layout": source,
@@ -226,7 +229,7 @@ def run_msmt(loop_queries: int) -> dict:
     g_cams, q_cams = rng.integers(0, num_cams, num_g), rng.integers(0, num_cams, num_q)
     # one generator call for both sets keeps query and gallery on the same identity centres
     feats = identity_features(
-        np.concatenate([q_pids, g_pids]) + 1, np.concatenate([q_cams, g_cams]), dim, rng, id_scale=1.5
+        np.concatenate([q_pids, g_pids]) + 1, np.concatenate([q_cams, g_cams]), dim, rng, id_scale=0.38
     )
     qf, gf = torch.from_numpy(feats[:num_q]), torch.from_numpy(feats[num_q:])
     del feats
@@ -278,6 +281,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="best of N for the fast timings")
     parser.add_argument("--skip-msmt", action="store_true")
+    parser.add_argument(
+        "--skip-torchreid-style", action="store_true", help="skip the slow Python-loop anchor"
+    )
     parser.add_argument("--msmt-loop-queries", type=int, default=200)
     parser.add_argument("--child", choices=("msmt",), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -286,7 +292,7 @@ def main() -> None:
         return
 
     print(f"load average: {os.getloadavg()}  torch threads: {torch.get_num_threads()}")
-    mars = run_mars(args.repeats)
+    mars = run_mars(args.repeats, not args.skip_torchreid_style)
     mm = mars["matmul_s"]
     print(
         f"\nMARS size {mars['Q']} x {mars['G']} x {mars['dim']} ({mars['layout']}): mars_official mAP "

@@ -44,12 +44,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         arrays = extract_features(cfg, args.checkpoint, args.split, args.out)
+        is_main = du.get_rank() == 0  # before the process group is destroyed
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         du.destroy_distributed()
-    if du.get_rank() == 0:
+    if is_main:
         n, d = arrays["features"].shape
         print(f"wrote {n} x {d} features ({int((~arrays['valid']).sum())} invalid) to {args.out}")
     return 0

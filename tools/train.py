@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         metrics = train(cfg, resume=args.resume)
+        is_main = du.get_rank() == 0  # before the process group is destroyed
     except TrainingInterrupted as exc:
         print(f"interrupted: checkpoint written to {exc.checkpoint}; continue with --resume", file=sys.stderr)
         return 130
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         du.destroy_distributed()
-    if du.get_rank() == 0 and metrics:
+    if is_main and metrics:
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}, sort_keys=True))
     return 0
 

@@ -208,3 +208,15 @@ def test_tool_safe_load_refusal_unsafe_flag_and_output(tmp_path, capsys):
     assert tool.main(["tam", str(safe), str(tmp_path / "x.pt"), "--num-segments", "16"]) == 1
     err = capsys.readouterr().err
     assert "4 segments" in err and "model.num_segments=16" in err
+
+
+def test_tool_gltr_subcommand_reports_bad_input(tmp_path, capsys):
+    tool = _tool()
+    src = tmp_path / "not_gltr.pth"
+    torch.save({"state_dict": {"something.weight": torch.zeros(2)}}, src)
+    assert tool.main(["gltr", str(src), str(tmp_path / "out.pt")]) == 1
+    assert "classifier.weight" in capsys.readouterr().err
+    assert tool.main(["gltr", str(tmp_path / "missing.pth"), str(tmp_path / "out.pt")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    assert tool.main(["gltr", str(src), str(tmp_path / "out.pt"), "--num-segments", "8"]) == 1
+    assert not (tmp_path / "out.pt").exists()

@@ -150,6 +150,7 @@ def test_basic_block_width_and_batch_error():
     tam = TAM(8, 8)  # TANet-R18 at base_width 8
     y = tam(torch.randn(16, 8, 4, 4))
     assert y.shape == (16, 8, 4, 4)
+    assert tam.train()(torch.randn(8, 8, 4, 4)).shape == (8, 8, 4, 4)  # one clip: BN1d still has samples
     with pytest.raises(ValueError, match="not divisible by num_segments=8"):
         tam(torch.randn(12, 8, 4, 4))
     with pytest.raises(ValueError, match=r"\(N\*T, C, H, W\)"):

@@ -3,6 +3,11 @@ single frame carries class information, TANet learns the classes and TSN (same b
 stays near chance.
 
 Run alone: ``python -m pytest tests/action/test_temporal_proof.py -m slow -q``.
+
+Status (engineer D, 2-core sandbox at load ~8): this test FAILS with the budget below: TANet 28.1%, TSN
+31.2% val top-1 (6.5 min under load). From scratch, no model left chance within ~300-1000 SGD steps on this
+dataset: TANet and TSM (32-64 px, widths 8-32, lr 0.02-0.1, fc lr x1/x5) and even a small 3D CNN. The
+threshold is kept (no weakened check); the dataset needs a larger budget or an easier generator setting.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from video_attn.models import build_model
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic" / "tanet_r18.yaml"
 
-# Budget shared by both models (tuned to finish in about 4 minutes on 2 idle cores).
-EPOCHS = 12
+# Budget shared by both models, sized for about 4 minutes on 2 idle cores (estimated from runs on the
+# loaded sandbox).
+EPOCHS = 16
 BATCH = 8
 LR = 0.02
 OVERRIDES = ["model.backbone.base_width=8", "data.num_workers=0"]
@@ -38,7 +44,8 @@ def _train_and_evaluate(arch: str, root: Path) -> dict:
     fc = {id(p) for p in model.classifier.parameters()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) not in fc], "lr_mult": 1.0},
-        {"params": list(model.classifier.parameters()), "lr_mult": cfg.train.fc_lr_mult},
+        {"params": [model.classifier.weight], "lr_mult": cfg.train.fc_lr_mult},
+        {"params": [model.classifier.bias], "lr_mult": cfg.train.fc_bias_lr_mult},
     ]
     optimizer = torch.optim.SGD(groups, lr=LR, momentum=0.9, weight_decay=cfg.train.weight_decay)
     loader = torch.utils.data.DataLoader(
@@ -67,7 +74,7 @@ def _train_and_evaluate(arch: str, root: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_tanet_learns_motion_direction_tsn_stays_near_chance(tmp_path):
     root = tmp_path / "synthetic_action"
     counts = make_action_dataset(root, seed=0)

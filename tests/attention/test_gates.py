@@ -190,10 +190,11 @@ def test_sa_init_gate_is_sigmoid_one(feature_map: torch.Tensor) -> None:
     torch.testing.assert_close(sa(feature_map), expected)
 
 
-def test_sa_matches_group_loop_reference(feature_map: torch.Tensor) -> None:
-    sa = ShuffleAttention(32, groups=4)
+@pytest.mark.parametrize("g", [4, 1])  # even G writes the shuffled output directly; odd G concatenates first
+def test_sa_matches_group_loop_reference(feature_map: torch.Tensor, g: int) -> None:
+    sa = ShuffleAttention(32, groups=g)
     _randomize(sa)
-    g, half = 4, 4
+    half = 32 // (2 * g)
     cw, cb, sw, sb = (p.view(half) for p in (sa.cweight, sa.cbias, sa.sweight, sa.sbias))
     chunks = []
     for grp in feature_map.split(32 // g, dim=1):
@@ -334,3 +335,16 @@ def test_gate_torch_compile(feature_map: torch.Tensor, name: str) -> None:
     gate.eval()
     compiled = torch.compile(gate)
     torch.testing.assert_close(compiled(feature_map), gate(feature_map), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["se", "eca", "cbam", "channel_attn", "spatial_attn"])
+def test_gate_add_equals_gate_then_add(feature_map: torch.Tensor, name: str) -> None:
+    gate = create_attn(name, 32).train()
+    _randomize(gate)
+    identity = torch.randn_like(feature_map)
+    xa, xb = feature_map.clone().requires_grad_(), feature_map.clone().requires_grad_()
+    fused, plain = gate.gate_add(xa, identity), gate(xb) + identity
+    torch.testing.assert_close(fused, plain)
+    fused.square().sum().backward()
+    plain.square().sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)

@@ -333,3 +333,19 @@ def test_block_types_and_attention_position() -> None:
     out = blk.attn(blk.bn3(blk.conv3(out)))
     torch.testing.assert_close(blk(x), torch.relu(out + blk.downsample(x)))
     assert isinstance(model, ResNet) and not hasattr(model, "fc")
+
+
+def test_fused_gate_add_and_hooks() -> None:
+    model = resnet50(base_width=8, attention="cbam").eval()
+    with torch.no_grad():
+        for p in model.parameters():  # CBAM's zero-init BN would hide a wrong spatial gate
+            p.add_(torch.randn_like(p) * 0.05)
+    blk, x = model.layer2[1], torch.randn(1, 64, 4, 4)
+    out = blk.relu(blk.bn1(blk.conv1(x)))
+    out = blk.relu(blk.bn2(blk.conv2(out)))
+    expected = torch.relu(blk.attn(blk.bn3(blk.conv3(out))) + x)
+    torch.testing.assert_close(blk(x), expected)
+    seen = []
+    blk.attn.register_forward_hook(lambda m, a, o: seen.append(o.shape))
+    torch.testing.assert_close(blk(x), expected)  # hooked gate: unfused path, same result
+    assert seen == [(1, 64, 4, 4)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -258,11 +258,3 @@ def unwrap_dataset(loader_or_dataset: DataLoader | Dataset) -> Dataset:
     while isinstance(ds, EpochSeededDataset):
         ds = ds.dataset
     return ds
-
-
-def dataset_labels(dataset: Dataset) -> Sequence[int] | None:
-    """Integer labels of an action dataset if it exposes them (``labels`` attribute), else None."""
-    labels = getattr(dataset, "labels", None)
-    if labels is None:
-        return None
-    return [int(v) for v in np.asarray(labels).reshape(-1)]

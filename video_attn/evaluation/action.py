@@ -133,7 +133,7 @@ class ActionEvaluator:
     Args:
         num_classes: K.
         average: how :meth:`update` reduces multi-view scores (N, V, K): ``"logits"`` or ``"softmax"``.
-        topk: the k of the two reported top-k accuracies (``top1`` and ``top5`` keys use k = 1 and 5).
+        class_names: optional names for the confusion-matrix image.
 
     :meth:`update` takes one batch: ``scores`` (N, K) per video or (N, V, K) per view, ``labels`` (N,),
     ``indices`` (N,) dataset rows, ``valid`` (N,) bools. A video seen twice (e.g. DistributedSampler padding

@@ -70,7 +70,9 @@ class ShuffleAttention(nn.Module):
         self.sbias = nn.Parameter(torch.ones(1, half, 1, 1, **factory))
         self.gn = nn.GroupNorm(half, half, eps=eps, **factory)
 
-    def _gate_halves(self, x1: torch.Tensor, x2: torch.Tensor, view: tuple[int, ...]) -> tuple:
+    def _gate_halves(
+        self, x1: torch.Tensor, x2: torch.Tensor, view: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both branches on the two halves; ``view`` reshapes the (1, C/2G, 1, 1) parameters to broadcast."""
         cw, cb, sw, sb = (p.view(view) for p in (self.cweight, self.cbias, self.sweight, self.sbias))
         y1 = x1 * torch.sigmoid(cw * x1.mean((-2, -1), keepdim=True) + cb)

@@ -34,7 +34,11 @@ ModuleDict keyed ``"layer2"`` ...) so torchvision key names stay untouched.
 
 Differences from torchvision: ``base_width`` scales every stage (64 = torchvision; tiny values give CPU test
 models); ``last_stride=1`` keeps layer4 at stride 1 (ReID); ``frozen_bn`` keeps the backbone's own BN layers
-in eval mode with frozen parameters; ``grad_checkpointing`` recomputes each block in backward.
+(stem, bn1/2/3, downsample; not the BNs inside new attention modules, which start untrained) in eval mode with
+frozen parameters, also after ``model.train()``; ``grad_checkpointing`` recomputes each block in backward
+(training only) and restores BN running statistics after the recomputation so a batch is counted once.
+Only the backbone's own layers get torchvision's init (kaiming fan_out, BN 1/0): attention modules keep
+their documented init (e.g. CBAM's zero BN weight).
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ the backward pass also avoids permuted copies and zero-padded temporaries (see `
 ``aggregation="grouped_conv"`` keeps the official formulation.
 
 The number of segments ``T`` is fixed at construction: the global branch's first Linear has ``T`` inputs, so
-a model trained with 8 segments cannot run 16.
+a model trained with 8 segments cannot run 16. The branches' BatchNorm1d layers see N*C (global) and N*T
+(local) samples per channel, so training works even with one clip per batch (when C > 1 and T > 1).
+Works under autocast (bf16 / fp16: the aggregation runs in the input's dtype) and with channels_last input.
 """
 
 from __future__ import annotations
