@@ -30,6 +30,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic" / "tanet_
 # Budget shared by both models, sized for about 4 minutes on 2 idle cores (estimated from runs on the
 # loaded sandbox).
 EPOCHS = 16
+TRAIN_PER_CLASS = 256  # 1024 training videos: with the default 192, every model memorises the videos
 BATCH = 8
 LR = 0.02
 OVERRIDES = ["model.backbone.base_width=8", "data.num_workers=0"]
@@ -77,8 +78,8 @@ def _train_and_evaluate(arch: str, root: Path) -> dict:
 @pytest.mark.timeout(1800)
 def test_tanet_learns_motion_direction_tsn_stays_near_chance(tmp_path):
     root = tmp_path / "synthetic_action"
-    counts = make_action_dataset(root, seed=0)
-    assert counts == {"train": 192, "val": 64}
+    counts = make_action_dataset(root, seed=0, train_per_class=TRAIN_PER_CLASS)
+    assert counts == {"train": 4 * TRAIN_PER_CLASS, "val": 64}
     tanet = _train_and_evaluate("tanet", root)
     tsn = _train_and_evaluate("tsn", root)
     assert tanet["num_videos"] == tsn["num_videos"] == 64 and tanet["num_failed"] == 0

@@ -125,12 +125,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return value
         raise ConfigError(f"config key '{key}' got {value!r}; valid choices: {', '.join(map(repr, choices))}")
     if origin in (Union, types.UnionType):
-        errors = []
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass
         raise ConfigError(f"config key '{key}' got {value!r}; expected {_type_name(tp)}")
     if tp is type(None):
         if value is None:
@@ -150,14 +149,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"config key '{key}' must have {len(args)} items ({_type_name(tp)}), got {value!r}")
+            raise ConfigError(
+                f"config key '{key}' must have {len(args)} items ({_type_name(tp)}), got {value!r}"
+            )
         return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
         args = typing.get_args(tp)
         if args:
-            return {_coerce(k, args[0], f"{key}.<key>"): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+            key_tp, value_tp = args
+            items = value.items()
+            return {_coerce(k, key_tp, f"{key}.<key>"): _coerce(v, value_tp, f"{key}.{k}") for k, v in items}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):

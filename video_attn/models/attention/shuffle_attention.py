@@ -74,13 +74,15 @@ class ShuffleAttention(nn.Module):
         self, x1: torch.Tensor, x2: torch.Tensor, view: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both branches on the two halves; ``view`` reshapes the (1, C/2G, 1, 1) parameters to broadcast."""
-        cw, cb, sw, sb = (p.view(view) for p in (self.cweight, self.cbias, self.sweight, self.sbias))
+        cw, cb = self.cweight.view(view), self.cbias.view(view)
         y1 = x1 * torch.sigmoid(cw * x1.mean((-2, -1), keepdim=True) + cb)
         half = x2.shape[-3]
-        gn = F.group_norm(
-            x2.reshape(-1, half, *x2.shape[-2:]), half, self.gn.weight, self.gn.bias, self.gn.eps
-        )
-        y2 = x2 * torch.sigmoid(sw * gn.view(x2.shape) + sb)
+        # sw * (gn_w * n + gn_b) + sb folded into GroupNorm's own affine: one op instead of three passes
+        weight = self.gn.weight * self.sweight.flatten()
+        bias = self.gn.bias * self.sweight.flatten() + self.sbias.flatten()
+        z = F.group_norm(x2.reshape(-1, half, *x2.shape[-2:]), half, weight, bias, self.gn.eps)
+        # in place is safe for autograd: GroupNorm's backward does not use its output
+        y2 = x2 * z.sigmoid_().view(x2.shape)
         return y1, y2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
