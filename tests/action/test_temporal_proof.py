@@ -4,10 +4,11 @@ stays near chance.
 
 Run alone: ``python -m pytest tests/action/test_temporal_proof.py -m slow -q``.
 
-Status (engineer D, 2-core sandbox at load ~8): this test FAILS with the budget below: TANet 28.1%, TSN
-31.2% val top-1 (6.5 min under load). From scratch, no model left chance within ~300-1000 SGD steps on this
-dataset: TANet and TSM (32-64 px, widths 8-32, lr 0.02-0.1, fc lr x1/x5) and even a small 3D CNN. The
-threshold is kept (no weakened check); the dataset needs a larger budget or an easier generator setting.
+Status (engineer D): PASSES (TANet >= 90%, TSN <= 45%) in 9.5 min on the shared 2-core sandbox at load
+3-5 with 1 torch thread (over the 5-minute target; an idle machine should need roughly half).
+With the generator's default 192 training videos every model memorises the videos and stays at chance
+(TANet 28.1% / TSN 31.2% measured), hence TRAIN_PER_CLASS = 256; a hand-written direction estimator reads
+64/64 train and val clips right, so the labels and the pipeline are sound.
 """
 
 from __future__ import annotations
