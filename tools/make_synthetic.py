@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     action.add_argument("--out", required=True, type=Path, help="output folder")
     action.add_argument("--seed", type=int, default=0)
     action.add_argument("--num-classes", type=int, default=4, help="motion directions, 2..8 (default 4)")
-    action.add_argument("--train-per-class", type=int, default=48)
+    action.add_argument("--train-per-class", type=int, default=256)
     action.add_argument("--val-per-class", type=int, default=16)
     action.add_argument("--min-frames", type=int, default=16)
     action.add_argument("--max-frames", type=int, default=24)

@@ -65,7 +65,7 @@ def train_and_eval(model: nn.Module, train, val, epochs: int = 40) -> float:
 
 @pytest.mark.slow
 def test_temporal_model_learns_and_frame_average_stays_at_chance(tmp_path):
-    make_action_dataset(tmp_path, seed=0)  # the quick-start defaults: 4 classes, 192 train / 64 val
+    make_action_dataset(tmp_path, seed=0, train_per_class=48)  # 4 classes, 192 train / 64 val
     train, val = load_split(tmp_path, "train"), load_split(tmp_path, "val")
     torch.manual_seed(0)
     temporal = train_and_eval(TinyTemporal(), train, val)

@@ -23,7 +23,8 @@ def setup_logging(
             root.removeHandler(h)
             h.close()
     root.setLevel(level)
-    root.propagate = False
+    # Records still propagate: the root logger has no handler in the tools, and keeping propagation lets an
+    # application's (or pytest's) own handlers see them.
     fmt = logging.Formatter(_FORMAT if rank == 0 else f"[rank {rank}] {_FORMAT}", datefmt="%H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
     stream.setLevel(level if rank == 0 else logging.WARNING)

@@ -107,7 +107,7 @@ def render_moving_object(rng: np.random.Generator, label: int, num_frames: int, 
 
 
 def make_action_dataset(out_dir: str | os.PathLike, seed: int = 0, num_classes: int = 4,
-                        train_per_class: int = 48, val_per_class: int = 16, min_frames: int = 16,
+                        train_per_class: int = 256, val_per_class: int = 16, min_frames: int = 16,
                         max_frames: int = 24, size: int = 64, fps: int = 25) -> dict[str, int]:
     """Write the dataset (layout in the module docstring); returns the number of videos per split.
 
