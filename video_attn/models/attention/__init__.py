@@ -5,7 +5,9 @@ Gates (``create_attn``): SE, ECA, CBAM (and its channel / spatial halves), Shuff
 (``create_stage_module``) are registered in ``factory.CONVS``, ``RESIDUALS`` and ``STAGE_MODULES``.
 """
 
-from .cbam import CBAM, ChannelAttention, GuardedBatchNorm2d, SpatialAttention
+from video_attn.models.norm import GuardedBatchNorm2d
+
+from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .eca import ECA, adaptive_kernel_size
 from .factory import (
     CONVS,

@@ -22,22 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class GuardedBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` that does not fail on one value per channel in training.
-
-    Batch statistics of a single value are undefined (PyTorch raises "Expected more than 1 value per
-    channel"); this happens for pooled (B, C, 1, 1) vectors, or 1x1 maps, at batch size 1. In that case the
-    layer normalises with its running statistics and leaves them unchanged, which is what it will do at
-    test time. State-dict keys are those of ``nn.BatchNorm2d``.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.track_running_stats and x.numel() == x.shape[1]:
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
-        return super().forward(x)
+from video_attn.models.norm import GuardedBatchNorm2d
 
 
 def _needs_grad(x: torch.Tensor) -> bool:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cbam import GuardedBatchNorm2d
+from video_attn.models.norm import GuardedBatchNorm2d
 
 
 class PreActBottleneckUnit(nn.Module):

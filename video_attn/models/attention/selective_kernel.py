@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .cbam import GuardedBatchNorm2d
+from video_attn.models.norm import GuardedBatchNorm2d
 
 
 def _conv_bn_act(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cbam import GuardedBatchNorm2d
+from video_attn.models.norm import GuardedBatchNorm2d
 
 
 class RadixSoftmax(nn.Module):

@@ -14,15 +14,9 @@ eval mode: ``(B, C) -> (B, C)``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def _batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-    # BN statistics of a single sample are undefined (torch raises); use the running statistics instead.
-    if bn.training and x.shape[0] == 1:
-        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-    return bn(x)
+from video_attn.models.norm import GuardedBatchNorm1d
 
 
 class BNNeck(nn.Module):
@@ -33,7 +27,7 @@ class BNNeck(nn.Module):
         self.in_features = in_features
         self.num_classes = num_classes
         self.test_feature = test_feature
-        self.bottleneck = nn.BatchNorm1d(in_features)
+        self.bottleneck = GuardedBatchNorm1d(in_features)
         nn.init.ones_(self.bottleneck.weight)
         nn.init.zeros_(self.bottleneck.bias)
         self.bottleneck.bias.requires_grad_(False)
@@ -47,4 +41,4 @@ class BNNeck(nn.Module):
     def forward(self, feature: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if not self.training:
             return self.bottleneck(feature) if self.test_feature == "after" else feature
-        return self.classifier(_batch_norm(self.bottleneck, feature)), feature
+        return self.classifier(self.bottleneck(feature)), feature

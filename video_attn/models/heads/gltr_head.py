@@ -14,15 +14,9 @@ code does not re-initialise these layers).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def _batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-    # BN statistics of a single sample are undefined (torch raises); use the running statistics instead.
-    if bn.training and x.shape[0] == 1:
-        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
-    return bn(x)
+from video_attn.models.norm import GuardedBatchNorm1d
 
 
 class GLTRHead(nn.Module):
@@ -30,7 +24,7 @@ class GLTRHead(nn.Module):
         super().__init__()
         self.in_features = in_features
         self.num_classes = num_classes
-        self.bn = nn.BatchNorm1d(in_features) if bn else None
+        self.bn = GuardedBatchNorm1d(in_features) if bn else None
         self.relu = nn.ReLU(inplace=True) if bn else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(in_features, num_classes)
@@ -44,5 +38,5 @@ class GLTRHead(nn.Module):
             return feature
         x = feature
         if self.bn is not None:
-            x = self.relu(_batch_norm(self.bn, x))
+            x = self.relu(self.bn(x))
         return self.classifier(self.dropout(x)), feature
