@@ -4,11 +4,10 @@ stays near chance.
 
 Run alone: ``python -m pytest tests/action/test_temporal_proof.py -m slow -q``.
 
-Status (engineer D): PASSES (TANet >= 90%, TSN <= 45%) in 9.5 min on the shared 2-core sandbox at load
-3-5 with 1 torch thread (over the 5-minute target; an idle machine should need roughly half).
-With the generator's default 192 training videos every model memorises the videos and stays at chance
-(TANet 28.1% / TSN 31.2% measured), hence TRAIN_PER_CLASS = 256; a hand-written direction estimator reads
-64/64 train and val clips right, so the labels and the pipeline are sound.
+Measured: passes (TANet >= 90%, TSN <= 45%) in 10.4 min with 1 torch thread on the 2-core sandbox (the
+other core partly busy). With only 192 training videos every model memorises the videos and stays at chance
+(TANet 28.1% / TSN 31.2% measured), hence TRAIN_PER_CLASS = 256, the generator's default; a hand-written
+direction estimator reads 64/64 train and val clips right, so the labels and the pipeline are sound.
 """
 
 from __future__ import annotations
