@@ -29,7 +29,8 @@ import torch
 
 from video_attn.evaluation.reid import evaluate_features, evaluate_rank, pairwise_distance
 
-MARS_INFO = Path(os.environ.get("MARS_INFO", "/work/shared/data/mars_info"))
+# the real MARS metadata in the shared/ folder beside the checkout (override with MARS_INFO=DIR)
+MARS_INFO = Path(os.environ.get("MARS_INFO", Path(__file__).resolve().parents[2] / "shared/data/mars_info"))
 
 
 def rss_mb() -> float:

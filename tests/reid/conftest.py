@@ -13,9 +13,12 @@ import scipy.io
 
 from video_attn.config.schema import Config
 
-MARS_INFO = Path("/work/shared/data/mars_info")
-if not MARS_INFO.is_dir():  # the repository copy, when the shared folder is not mounted
-    MARS_INFO = Path(__file__).resolve().parents[2] / "data" / "mars_info"
+# The real MARS metadata lives in the shared/ folder next to the checkout (CI clones with shared/ beside it).
+_SHARED_CANDIDATES = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "mars_info",
+    Path("/work/shared/data/mars_info"),
+)
+MARS_INFO = next((p for p in _SHARED_CANDIDATES if p.is_dir()), _SHARED_CANDIDATES[0])
 
 
 def _digits(values: np.ndarray, width: int) -> np.ndarray:

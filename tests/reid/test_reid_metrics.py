@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from video_attn.evaluation.reid import evaluate_features, evaluate_rank, pairwise_distance
-
-MARS_INFO = Path("/work/shared/data/mars_info")
 
 
 def reference_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, protocol="torchreid"):
@@ -243,12 +239,13 @@ def test_trapezoid_never_higher_and_hits_only_matter():
 
 
 # ------------------------------------------------------------------------------ real MARS query layout
-@pytest.mark.skipif(not (MARS_INFO / "tracks_test_info.mat").exists(), reason="MARS metadata not present")
-def test_mars_query_counts_under_both_protocols():
+def test_mars_query_counts_under_both_protocols(reid_helpers):
     from scipy.io import loadmat
 
-    info = loadmat(MARS_INFO / "tracks_test_info.mat")["track_test_info"].astype(np.int64)
-    query_idx = loadmat(MARS_INFO / "query_IDX.mat")["query_IDX"].ravel() - 1
+    mars_info = reid_helpers.mars_info
+    assert (mars_info / "tracks_test_info.mat").is_file(), f"real MARS metadata not found at {mars_info}"
+    info = loadmat(mars_info / "tracks_test_info.mat")["track_test_info"].astype(np.int64)
+    query_idx = loadmat(mars_info / "query_IDX.mat")["query_IDX"].ravel() - 1
     pids, cams = info[:, 2], info[:, 3]
     rng = np.random.default_rng(0)
     # identity-structured 16-d features: few items between a query and its last good match (fast)
