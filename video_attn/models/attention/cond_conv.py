@@ -61,7 +61,57 @@ def init_experts_(
         nn.init.uniform_(bias, -bound, bound)
 
 
-class CondConv2d(nn.Module):
+class MixedKernelConv2d(nn.Module):
+    """Storage shared by :class:`CondConv2d` and ``DynamicConv2d``: ``num_kernels`` conv kernels (and
+    biases), stored flattened as ``weight`` (num_kernels, out * in / groups * k * k) with ``weight_shape =
+    (out, in / groups, k, k)``, each initialised like a fresh ``nn.Conv2d``, and the batched convolution with
+    per-example mixtures of them (:func:`expert_conv2d`). Subclasses compute the mixture weights.
+    """
+
+    includes_norm_act = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        dilation: int,
+        groups: int,
+        num_kernels: int,
+        bias: bool,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"{name} groups={groups} must divide in ({in_channels}) and out ({out_channels})"
+            )
+        if num_kernels < 1:
+            raise ValueError(f"{name} needs at least one kernel, got {num_kernels}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.dilation = dilation
+        self.padding = dilation * (kernel_size - 1) // 2
+        self.groups = groups
+        self.weight_shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
+        dd = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(num_kernels, math.prod(self.weight_shape), **dd))
+        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **dd)) if bias else None
+        init_experts_(self.weight.data, self.weight_shape, None if self.bias is None else self.bias.data)
+
+    def mixed_conv(self, x: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+        """Convolve each example of ``x`` with its own mixture (B, num_kernels) of the kernels."""
+        return expert_conv2d(
+            x, self.weight, self.weight_shape, self.bias, mixture, self.stride, self.padding, self.dilation,
+            self.groups,
+        )
+
+
+class CondConv2d(MixedKernelConv2d):
     """CondConv: replaces a block's 3x3 conv with a per-example mixture of ``num_experts`` kernels.
 
     Yang et al.: ``W(x) = sum_i alpha_i(x) W_i`` with ``alpha = sigmoid(FC(GAP(x)))`` (a sigmoid per
@@ -81,8 +131,6 @@ class CondConv2d(nn.Module):
     batch size recompiles (mark the batch dim dynamic or keep it fixed).
     """
 
-    includes_norm_act = False
-
     def __init__(
         self,
         in_channels: int,
@@ -97,26 +145,13 @@ class CondConv2d(nn.Module):
         device=None,
         dtype=None,
     ) -> None:
-        super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"CondConv2d groups={groups} must divide in ({in_channels}) and out ({out_channels})"
-            )
-        if num_experts < 1:
-            raise ValueError(f"CondConv2d num_experts must be >= 1, got {num_experts}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-        self.dilation = dilation
-        self.padding = dilation * (kernel_size - 1) // 2
-        self.groups = groups
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, dilation, groups, num_experts, bias, device, dtype
+        )
         self.num_experts = num_experts
-        self.weight_shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
-        self.weight = nn.Parameter(torch.empty(num_experts, math.prod(self.weight_shape), **dd))
-        self.bias = nn.Parameter(torch.empty(num_experts, out_channels, **dd)) if bias else None
-        self.routing_fn = nn.Linear(in_channels, num_experts, **dd) if route_from_input else None
-        init_experts_(self.weight.data, self.weight_shape, None if self.bias is None else self.bias.data)
+        self.routing_fn = None
+        if route_from_input:
+            self.routing_fn = nn.Linear(in_channels, num_experts, device=device, dtype=dtype)
 
     def routing(self, x: torch.Tensor) -> torch.Tensor:
         """Routing weights ``sigmoid(FC(GAP(x)))`` of shape (B, num_experts)."""
@@ -132,14 +167,4 @@ class CondConv2d(nn.Module):
                 f"CondConv2d routing must have shape (B={x.shape[0]}, {self.num_experts}), "
                 f"got {tuple(routing.shape)}"
             )
-        return expert_conv2d(
-            x,
-            self.weight,
-            self.weight_shape,
-            self.bias,
-            routing,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-        )
+        return self.mixed_conv(x, routing)

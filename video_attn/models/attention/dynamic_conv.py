@@ -3,15 +3,13 @@ arXiv 1912.03458)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from .cond_conv import expert_conv2d, init_experts_
+from .cond_conv import MixedKernelConv2d
 
 
-class DynamicConv2d(nn.Module):
+class DynamicConv2d(MixedKernelConv2d):
     """Dynamic convolution: replaces a block's 3x3 conv with an attention-weighted sum of ``num_kernels``.
 
     Chen et al.: ``pi(x) = softmax(FC2(ReLU(FC1(GAP(x)))) / tau)`` over the K kernels,
@@ -27,8 +25,6 @@ class DynamicConv2d(nn.Module):
     Shapes: ``(B, in_channels, H, W) -> (B, out_channels, H', W')``. ``includes_norm_act = False``.
     ``torch.compile``: works; a new batch size recompiles (the grouped conv's group count depends on it).
     """
-
-    includes_norm_act = False
 
     def __init__(
         self,
@@ -47,34 +43,18 @@ class DynamicConv2d(nn.Module):
         device=None,
         dtype=None,
     ) -> None:
-        super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"DynamicConv2d groups={groups} must divide in ({in_channels}) and out ({out_channels})"
-            )
-        if num_kernels < 1:
-            raise ValueError(f"DynamicConv2d num_kernels must be >= 1, got {num_kernels}")
         if temperature <= 0:
             raise ValueError(f"DynamicConv2d temperature must be > 0, got {temperature}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-        self.dilation = dilation
-        self.padding = dilation * (kernel_size - 1) // 2
-        self.groups = groups
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, dilation, groups, num_kernels, bias, device, dtype
+        )
         self.num_kernels = num_kernels
         if hidden_channels is None:
             hidden_channels = max(in_channels // reduction, min_hidden)
-        self.fc1 = nn.Linear(in_channels, hidden_channels, **dd)
+        self.fc1 = nn.Linear(in_channels, hidden_channels, device=device, dtype=dtype)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Linear(hidden_channels, num_kernels, **dd)
-        # flattened kernels (K, out * in / groups * k * k), as CondConv2d (channels_last-safe)
-        self.weight_shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
-        self.weight = nn.Parameter(torch.empty(num_kernels, math.prod(self.weight_shape), **dd))
-        self.bias = nn.Parameter(torch.empty(num_kernels, out_channels, **dd)) if bias else None
+        self.fc2 = nn.Linear(hidden_channels, num_kernels, device=device, dtype=dtype)
         self.register_buffer("temperature", torch.tensor(float(temperature), device=device))
-        init_experts_(self.weight.data, self.weight_shape, None if self.bias is None else self.bias.data)
 
     def set_temperature(self, t: float) -> None:
         """Set the softmax temperature ``tau`` (> 0) used from the next forward on."""
@@ -91,17 +71,7 @@ class DynamicConv2d(nn.Module):
         return pi.to(logits.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return expert_conv2d(
-            x,
-            self.weight,
-            self.weight_shape,
-            self.bias,
-            self.attention(x),
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-        )
+        return self.mixed_conv(x, self.attention(x))
 
     def extra_repr(self) -> str:
         return (
