@@ -12,8 +12,9 @@ numpy.load(FILE, allow_pickle=False).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from _cli import load_cli_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,15 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from video_attn.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if not os.path.isfile(args.checkpoint):
-        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+    cfg = load_cli_config(args.config, args.overrides, args.checkpoint)
+    if cfg is None:
         return 1
     from video_attn.engine import distributed as du
     from video_attn.engine.checkpoint import CheckpointError

@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from _cli import load_cli_config
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -29,12 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from video_attn.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = load_cli_config(args.config, args.overrides)
+    if cfg is None:
         return 1
     from video_attn.engine import distributed as du
     from video_attn.engine.checkpoint import CheckpointError
