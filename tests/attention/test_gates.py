@@ -132,8 +132,9 @@ def test_eca_adaptive_kernel_sizes() -> None:
             ECA(64, k_size=bad)
 
 
-def test_cbam_matches_equation(feature_map: torch.Tensor) -> None:
-    cbam = CBAM(32).eval()
+@pytest.mark.parametrize("grad", [False, True])  # inference path / training path with its own backward
+def test_cbam_matches_equation(feature_map: torch.Tensor, grad: bool) -> None:
+    cbam = CBAM(32).eval().double()
     _randomize(cbam)
     ch, sp = cbam.channel, cbam.spatial
 
@@ -141,14 +142,26 @@ def test_cbam_matches_equation(feature_map: torch.Tensor) -> None:
         hidden = torch.relu(v @ ch.fc1.weight.flatten(1).T + ch.fc1.bias)
         return hidden @ ch.fc2.weight.flatten(1).T + ch.fc2.bias
 
-    x = feature_map
-    mc = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.flatten(2).max(-1).values))
-    x1 = x * mc[:, :, None, None]
-    pooled = torch.stack([x1.max(1).values, x1.mean(1)], dim=1)  # official [max, mean]
-    conv = F.conv2d(pooled, sp.conv.weight, padding=3)
-    bn = sp.bn
-    normed = (conv - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
-    torch.testing.assert_close(cbam(x), x1 * torch.sigmoid(normed))
+    x = feature_map.double().requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        mc = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.flatten(2).max(-1).values))
+        x1 = x * mc[:, :, None, None]
+        pooled = torch.stack([x1.max(1).values, x1.mean(1)], dim=1)  # official [max, mean]
+        conv = F.conv2d(pooled, sp.conv.weight, padding=3)
+        bn = sp.bn
+        normed = (conv - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        expected = x1 * torch.sigmoid(normed)
+        identity = torch.randn_like(expected)
+        out, fused = cbam(x), cbam.gate_add(x, identity)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(fused, identity + expected)
+    if grad:  # gradients of the input and of every parameter equal autograd through the equation
+        g = torch.randn_like(out)
+        inputs = [x, *cbam.parameters()]
+        for got, want in zip(
+            torch.autograd.grad(fused, inputs, g), torch.autograd.grad(expected, inputs, g), strict=True
+        ):
+            torch.testing.assert_close(got, want)
 
 
 def test_cbam_official_defaults_and_options() -> None:
@@ -190,10 +203,14 @@ def test_sa_init_gate_is_sigmoid_one(feature_map: torch.Tensor) -> None:
     torch.testing.assert_close(sa(feature_map), expected)
 
 
+@pytest.mark.parametrize("grad", [True, False])  # training path (GroupNorm) / inference path (statistics)
 @pytest.mark.parametrize("g", [4, 1])  # even G writes the shuffled output directly; odd G concatenates first
-def test_sa_matches_group_loop_reference(feature_map: torch.Tensor, g: int) -> None:
+def test_sa_matches_group_loop_reference(feature_map: torch.Tensor, g: int, grad: bool) -> None:
     sa = ShuffleAttention(32, groups=g)
     _randomize(sa)
+    feature_map = feature_map.clone()
+    feature_map[0, 5] = 3.0  # a constant channel (zero variance) in the spatial half of group 0
+    feature_map[1, 6] += 100.0  # mean far from zero relative to the spread
     half = 32 // (2 * g)
     cw, cb, sw, sb = (p.view(half) for p in (sa.cweight, sa.cbias, sa.sweight, sa.sbias))
     chunks = []
@@ -205,7 +222,13 @@ def test_sa_matches_group_loop_reference(feature_map: torch.Tensor, g: int) -> N
         gn = (x2 - mu) / torch.sqrt(var + 1e-5) * sa.gn.weight[:, None, None] + sa.gn.bias[:, None, None]
         gate2 = torch.sigmoid(sw[:, None, None] * gn + sb[:, None, None])
         chunks.append(torch.cat([x1 * gate1, x2 * gate2], dim=1))
-    torch.testing.assert_close(sa(feature_map), channel_shuffle(torch.cat(chunks, dim=1), 2))
+    expected = channel_shuffle(torch.cat(chunks, dim=1), 2)
+    identity = torch.randn_like(feature_map)
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(sa(feature_map), expected)
+        torch.testing.assert_close(sa.gate_add(feature_map, identity), identity + expected)
+        channels_last = feature_map.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(sa(channels_last), expected)
 
 
 def test_sa_groups_validation() -> None:
@@ -282,16 +305,17 @@ def test_gate_channels_last_and_backward(feature_map: torch.Tensor, name: str) -
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("grad", [True, False])  # some gates take a different path for inference
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", list(GATE_CASES))
-def test_gate_autocast(feature_map: torch.Tensor, name: str, dtype: torch.dtype) -> None:
+def test_gate_autocast(feature_map: torch.Tensor, name: str, dtype: torch.dtype, grad: bool) -> None:
     gate = create_attn(name, 32, **GATE_CASES[name])
     _randomize(gate)
     gate.eval()
     ref = gate(feature_map)
-    with torch.autocast("cpu", dtype=dtype):
+    with torch.autocast("cpu", dtype=dtype), torch.set_grad_enabled(grad):
         out = gate(feature_map.to(dtype))
-    assert out.shape == ref.shape and torch.isfinite(out.float()).all()
+    assert out.shape == ref.shape and out.dtype == dtype and torch.isfinite(out.float()).all()
     torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
 
 
