@@ -298,11 +298,13 @@ def test_gate_channels_last_and_backward(feature_map: torch.Tensor, name: str) -
     _randomize(gate)
     gate.eval()
     x = feature_map.clone().requires_grad_(True)
-    out = gate(x)
-    out_cl = gate(feature_map.contiguous(memory_format=torch.channels_last))
+    x_cl = feature_map.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out, out_cl = gate(x), gate(x_cl)
     torch.testing.assert_close(out_cl, out, atol=1e-6, rtol=1e-5)
     out.square().sum().backward()
+    out_cl.square().sum().backward()  # CBAM's custom backward scatters into a channels_last gradient
     assert x.grad is not None and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(x_cl.grad, x.grad, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("grad", [True, False])  # some gates take a different path for inference
@@ -313,10 +315,14 @@ def test_gate_autocast(feature_map: torch.Tensor, name: str, dtype: torch.dtype,
     _randomize(gate)
     gate.eval()
     ref = gate(feature_map)
+    x = feature_map.to(dtype).requires_grad_(grad)
     with torch.autocast("cpu", dtype=dtype), torch.set_grad_enabled(grad):
-        out = gate(feature_map.to(dtype))
+        out = gate(x)
     assert out.shape == ref.shape and out.dtype == dtype and torch.isfinite(out.float()).all()
     torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+    if grad:
+        out.float().sum().backward()
+        assert x.grad.dtype == dtype and torch.isfinite(x.grad.float()).all()
 
 
 @pytest.mark.parametrize("name", list(GATE_CASES))
@@ -361,6 +367,20 @@ def test_gate_torch_compile(feature_map: torch.Tensor, name: str) -> None:
     torch.testing.assert_close(compiled(feature_map), gate(feature_map), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_cbam_training_under_torch_compile(feature_map: torch.Tensor) -> None:
+    """CBAM's custom autograd nodes (pooling, gated channel pool, scale-add) trace under torch.compile."""
+    cbam = CBAM(32).train()
+    _randomize(cbam)
+    identity = torch.randn_like(feature_map)
+    xa, xb = feature_map.clone().requires_grad_(), feature_map.clone().requires_grad_()
+    compiled, eager = torch.compile(cbam.gate_add)(xa, identity), cbam.gate_add(xb, identity)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+    compiled.square().sum().backward()
+    eager.square().sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["se", "eca", "cbam", "channel_attn", "spatial_attn"])
 def test_gate_add_equals_gate_then_add(feature_map: torch.Tensor, name: str) -> None:
     gate = create_attn(name, 32).train()
@@ -372,3 +392,27 @@ def test_gate_add_equals_gate_then_add(feature_map: torch.Tensor, name: str) -> 
     fused.square().sum().backward()
     plain.square().sum().backward()
     torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["se", "eca", "cbam", "channel_attn", "spatial_attn"])
+def test_gate_add_reuses_input_only_without_autograd(feature_map: torch.Tensor, name: str) -> None:
+    """Under no_grad gate_add may use x (the block's temporary) as scratch and writes its float32 result
+    there, like torchvision's ``out += identity``; a result of another dtype is a new tensor; with autograd
+    on, x is never touched."""
+    gate = create_attn(name, 32).eval()
+    _randomize(gate)
+    identity = torch.randn_like(feature_map)
+    with torch.no_grad():
+        expected = gate(feature_map) + identity
+        x = feature_map.clone()
+        out = gate.gate_add(x, identity)
+        assert out.data_ptr() == x.data_ptr()
+        torch.testing.assert_close(out, expected)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = gate.gate_add(feature_map.to(torch.bfloat16), identity)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, expected, atol=0.1, rtol=0.05)
+    x = feature_map.clone()
+    out = gate.gate_add(x, identity)
+    assert torch.equal(x, feature_map)
+    torch.testing.assert_close(out, expected)

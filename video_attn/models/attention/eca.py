@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from .scale_add import scale_add
+
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     """ECA eq. 12: the odd kernel size nearest above |(log2 C + b) / gamma|."""
@@ -60,8 +62,8 @@ class ECA(nn.Module):
         return x * self.scale(x)
 
     def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``identity + forward(x)`` in one fused pass (the residual block's gate-then-add)."""
-        return torch.addcmul(identity, x, self.scale(x))
+        """``identity + forward(x)`` in one fused pass; overwrites ``x`` under no_grad (see ``scale_add``)."""
+        return scale_add(identity, x, self.scale(x))
 
     def extra_repr(self) -> str:
         return f"k_size={self.k_size}"

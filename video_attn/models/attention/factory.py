@@ -4,7 +4,8 @@ Four kinds, four explicit registries (no decorators: a reader sees every name in
 
 - ``GATES``: ``cls(channels, **kwargs)``, ``forward(x) -> x-shaped``; sits after the last BN of the residual
   branch, before the add (REFERENCE.md section 3). A gate may also define ``gate_add(x, identity)`` returning
-  ``identity + forward(x)`` with the add fused into its last multiply; the ResNet block then uses it.
+  ``identity + forward(x)`` with the add fused into its last multiply; the ResNet block then uses it. With
+  autograd off it may use ``x``, the block's own temporary, as scratch and for the result (``scale_add``).
 - ``CONVS``: ``cls(in_channels, out_channels, kernel_size=3, stride=1, dilation=1, groups=1, **kwargs)``;
   replaces the block's 3x3 conv. A class with ``includes_norm_act = True`` brings its own BN + ReLU, so the
   block drops its bn2 (kept as ``nn.Identity``) and the ReLU that followed it.

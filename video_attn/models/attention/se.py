@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .scale_add import scale_add
+
 
 class SqueezeExcite(nn.Module):
     """SE gate: ``forward(x (B, C, H, W)) -> (B, C, H, W)``.
@@ -52,5 +54,5 @@ class SqueezeExcite(nn.Module):
         return x * self.scale(x)
 
     def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``identity + forward(x)`` in one fused pass (the residual block's gate-then-add)."""
-        return torch.addcmul(identity, x, self.scale(x))
+        """``identity + forward(x)`` in one fused pass; overwrites ``x`` under no_grad (see ``scale_add``)."""
+        return scale_add(identity, x, self.scale(x))

@@ -15,8 +15,9 @@ Extension points of every block (BasicBlock and Bottleneck), in forward order::
     x = attn(x)                                    # gate after the last BN (create_attn), nn.Identity if none
     x = residual(x, identity) or x + identity      # Highway etc. (create_residual), then relu
 
-A gate with a ``gate_add(x, identity)`` method (SE, ECA, CBAM and its halves) computes
-``identity + attn(x)`` in one fused op when the residual is the standard add.
+A gate with a ``gate_add(x, identity)`` method (SE, ECA, CBAM and its halves, SA) computes
+``identity + attn(x)`` in one fused op when the residual is the standard add; under ``torch.no_grad`` it
+writes into the branch's temporary, as torchvision's in-place ``out += identity`` (plain blocks) does.
 
 Conv-replacement rule (``conv=``): the replaced conv is the 3x3 conv that carries the block's stride and
 is followed by BN + ReLU, i.e. ``Bottleneck.conv2`` (torchvision position, as in SKNet / ResNeSt
@@ -95,6 +96,8 @@ class _Block(nn.Module):
         elif hasattr(self.attn, "gate_add") and not self._attn_hooked():
             # gates that scale their input fuse the scaling into the add: one pass instead of two
             out = self.attn.gate_add(out, identity)
+        elif isinstance(self.attn, nn.Identity):
+            out += identity  # torchvision's in-place add: no new block-sized tensor
         else:
             out = self.attn(out) + identity
         return self.relu(out)
