@@ -128,7 +128,7 @@ class ChannelAttention(nn.Module):
         return x * self.scale(x)
 
     def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``identity + forward(x)`` in one fused pass; overwrites ``x`` under no_grad (see ``scale_add``)."""
+        """``identity + forward(x)`` in one fused pass; may overwrite ``x`` under no_grad (``scale_add``)."""
         return scale_add(identity, x, self.scale(x))
 
 
@@ -182,7 +182,7 @@ class SpatialAttention(nn.Module):
         return x * self.scale(x)
 
     def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``identity + forward(x)`` in one fused pass; overwrites ``x`` under no_grad (see ``scale_add``)."""
+        """``identity + forward(x)`` in one fused pass; may overwrite ``x`` under no_grad (``scale_add``)."""
         return scale_add(identity, x, self.scale(x))
 
 
