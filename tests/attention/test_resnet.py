@@ -84,6 +84,26 @@ def test_base_width_scales_every_stage() -> None:
 
 
 # ----------------------------------------------------------------------- torchvision weights
+def test_plain_resnet18_trains_like_torchvision() -> None:
+    """Same weights, same batch: features and every gradient equal torchvision's (train mode, so BN uses
+    batch statistics and the in-place residual add runs under autograd as in torchvision)."""
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18().train()
+    ours = resnet18().train()
+    ours.load_state_dict({k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, 32, 32)
+    tv_feats = torch.flatten(tv.avgpool(tv.layer4(tv.layer3(tv.layer2(tv.layer1(
+        tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))), 1)
+    feats = ours(x)
+    torch.testing.assert_close(feats, tv_feats)
+    g = torch.randn_like(feats)
+    feats.backward(g)
+    tv_feats.backward(g)
+    tv_params = dict(tv.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, tv_params[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_torchvision_resnet50_state_dict_loads(tmp_path, caplog) -> None:
     tv = torchvision.models.resnet50().eval()
     with torch.no_grad():  # non-trivial BN statistics, so a wrongly mapped buffer shows in the features

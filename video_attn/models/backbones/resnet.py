@@ -16,8 +16,9 @@ Extension points of every block (BasicBlock and Bottleneck), in forward order::
     x = residual(x, identity) or x + identity      # Highway etc. (create_residual), then relu
 
 A gate with a ``gate_add(x, identity)`` method (SE, ECA, CBAM and its halves, SA) computes
-``identity + attn(x)`` in one fused op when the residual is the standard add; under ``torch.no_grad`` it
-writes into the branch's temporary, as torchvision's in-place ``out += identity`` (plain blocks) does.
+``identity + attn(x)`` in one fused op when the residual is the standard add; under ``torch.no_grad`` SE,
+ECA and CBAM write the result into the branch's temporary, as torchvision's ``out += identity`` does (and
+plain blocks do here).
 
 Conv-replacement rule (``conv=``): the replaced conv is the 3x3 conv that carries the block's stride and
 is followed by BN + ReLU, i.e. ``Bottleneck.conv2`` (torchvision position, as in SKNet / ResNeSt
