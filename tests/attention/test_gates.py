@@ -28,6 +28,7 @@ from video_attn.models.attention import (
     resolve_stage_kwargs,
     resolve_stage_names,
 )
+from video_attn.models.attention.cbam import _channel_max
 
 # the official-default gate presets of REFERENCE.md section 3, with the options that fit tiny widths
 GATE_CASES = {
@@ -162,6 +163,36 @@ def test_cbam_matches_equation(feature_map: torch.Tensor, grad: bool) -> None:
             torch.autograd.grad(fused, inputs, g), torch.autograd.grad(expected, inputs, g), strict=True
         ):
             torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("shape", [(2, 32, 6, 5), (3, 12, 4, 4), (2, 7, 3, 3), (2, 256, 2, 3)])
+def test_cbam_channel_max_equals_torch_max(shape: tuple[int, ...], ties: bool) -> None:
+    """The blocked channel max behind CBAM's training node: torch.max's values and first-occurrence
+    indices, in both layouts (C = 7 has no block split)."""
+    x = torch.randint(0, 3, shape).float() if ties else torch.randn(shape)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = x.contiguous(memory_format=fmt)
+        values, index = _channel_max(x)
+        expected = x.max(dim=1, keepdim=True)
+        assert torch.equal(values, expected.values) and torch.equal(index, expected.indices)
+
+
+def test_cbam_training_node_with_frozen_parts(feature_map: torch.Tensor) -> None:
+    """Frozen parameters and an input without grad: the node returns gradients for the rest only."""
+    cbam = CBAM(32).train()
+    _randomize(cbam)
+    cbam.spatial.conv.weight.requires_grad_(False)
+    cbam.channel.fc1.bias.requires_grad_(False)
+    trainable = [p for p in cbam.parameters() if p.requires_grad]
+    identity = torch.randn_like(feature_map)
+    out = cbam.gate_add(feature_map, identity)
+    ref = cbam._equation(feature_map, identity)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, trainable, g), torch.autograd.grad(ref, trainable, g)
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_cbam_official_defaults_and_options() -> None:
@@ -369,16 +400,18 @@ def test_gate_torch_compile(feature_map: torch.Tensor, name: str) -> None:
 
 @pytest.mark.slow
 def test_cbam_training_under_torch_compile(feature_map: torch.Tensor) -> None:
-    """CBAM's custom autograd nodes (pooling, gated channel pool, scale-add) trace under torch.compile."""
+    """Under torch.compile CBAM trains through the equation (inductor fuses it): same outputs and gradients
+    as the eager custom autograd node."""
     cbam = CBAM(32).train()
     _randomize(cbam)
     identity = torch.randn_like(feature_map)
     xa, xb = feature_map.clone().requires_grad_(), feature_map.clone().requires_grad_()
     compiled, eager = torch.compile(cbam.gate_add)(xa, identity), cbam.gate_add(xb, identity)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
-    compiled.square().sum().backward()
-    eager.square().sum().backward()
-    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-5, rtol=1e-4)
+    g, params = torch.randn_like(eager), list(cbam.parameters())
+    grads = torch.autograd.grad(compiled, [xa, *params], g), torch.autograd.grad(eager, [xb, *params], g)
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["se", "eca", "cbam", "channel_attn", "spatial_attn"])

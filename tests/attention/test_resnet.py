@@ -205,9 +205,10 @@ def test_frozen_bn_survives_train() -> None:
     assert model.conv1.weight.grad is not None and model.bn1.weight.grad is None
 
 
-def test_grad_checkpointing_same_outputs_grads_and_stats() -> None:
-    ref = resnet18(base_width=8, attention="se").train()
-    ckpt = resnet18(base_width=8, attention="se", grad_checkpointing=True).train()
+@pytest.mark.parametrize("attention", ["se", "cbam"])  # CBAM: a custom autograd node with inner graphs
+def test_grad_checkpointing_same_outputs_grads_and_stats(attention: str) -> None:
+    ref = resnet18(base_width=8, attention=attention).train()
+    ckpt = resnet18(base_width=8, attention=attention, grad_checkpointing=True).train()
     ckpt.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 32, 32)
     out_ref, out_ckpt = ref(x), ckpt(x)

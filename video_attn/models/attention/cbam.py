@@ -16,6 +16,9 @@ With these defaults CBAM adds 2,532,592 parameters to ResNet-50.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -60,31 +63,150 @@ class _SpatialMeanMax(torch.autograd.Function):
         return grad_x
 
 
-class _GatedChannelPool(torch.autograd.Function):
-    """(x (B, C, H, W), Mc (B, C, 1, 1)) -> (x' = Mc * x, max over C of x', mean over C of x').
+def _dense_like(x: torch.Tensor) -> torch.Tensor:
+    """Uninitialised tensor like ``x``, contiguous or channels_last (so ``.view(B, C, H*W)`` works)."""
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_dense_format(x))
 
-    One node for the channel gating and the spatial gate's channel pooling. Backward sums the gradients
-    reaching x' (from the output, the max at its argmax channel, the mean) into one tensor before applying
-    the chain rule of the product, instead of autograd's separate block-sized gradients and their adds.
+
+def _channel_dot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_c a[b, c, h, w] * v[b, c]: (B, C, H, W), (B, C, 1, 1) -> (B, 1, H, W), one GEMV per sample."""
+    b, c, h, w = a.shape
+    return (v.view(b, 1, c).to(a.dtype) @ a.reshape(b, c, h * w)).view(b, 1, h, w)
+
+
+def _spatial_dot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_hw a[b, c, h, w] * v[b, h, w]: (B, C, H, W), (B, 1, H, W) -> (B, C, 1, 1), one GEMV per sample.
+
+    Written as v^T A^T: ``A @ v`` with a (B, HW, 1) right operand takes a slow batched-GEMM path on CPU.
+    """
+    b, c, h, w = a.shape
+    return (v.reshape(b, 1, h * w).to(a.dtype) @ a.reshape(b, c, h * w).mT).view(b, c, 1, 1)
+
+
+def _channel_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.max(x, dim=1, keepdim=True)`` (values and first-occurrence indices) for (B, C, H, W), faster.
+
+    ``torch.max`` with indices over channels runs a scalar loop on CPU (about ten times slower than
+    ``amax``). Split the C channels into blocks of k: ``amax`` within each block (vectorised over
+    positions), the indexed max over the C/k block maxima, and the indexed max inside the winning block
+    only. The first block holding the maximum holds its first occurrence, so ties resolve as in
+    ``torch.max``.
+    """
+    b, c, h, w = x.shape
+    k = max(d for d in range(1, math.isqrt(c) + 1) if c % d == 0)
+    if k == 1:
+        return x.max(dim=1, keepdim=True)
+    if _dense_format(x) is torch.channels_last:  # channels innermost: positions become the batch
+        blocks = x.permute(0, 2, 3, 1).reshape(b * h * w, c // k, k, 1)
+    else:
+        blocks = x.reshape(b, c // k, k, h * w)
+    p, _, _, q = blocks.shape
+    values, block = blocks.amax(2).max(1, keepdim=True)  # (P, 1, Q)
+    inside = blocks.gather(1, block.unsqueeze(2).expand(p, 1, k, q)).max(2).indices
+    index = block * k + inside
+    if q == 1:
+        return values.view(b, h, w, 1).permute(0, 3, 1, 2), index.view(b, h, w, 1).permute(0, 3, 1, 2)
+    return values.view(b, 1, h, w), index.view(b, 1, h, w)
+
+
+@contextmanager
+def _small_graph() -> Iterator[None]:
+    """Autograd on for a small inner graph of a custom node, its tensors saved as they are: under
+    non-reentrant checkpointing they would otherwise be recomputed by the inner ``torch.autograd.grad`` in
+    backward (a second recomputation of the whole checkpointed block)."""
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
+        yield
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+class _CBAMTraining(torch.autograd.Function):
+    """CBAM with autograd on: ``identity + Ms * (Mc * x)`` (``Ms * (Mc * x)`` when identity is None).
+
+    One node for the block-sized work; the small maps in between keep autograd: the channel MLP on the
+    pooled (2B, C) descriptors and the spatial conv + BN on the pooled (B, 2, H, W) maps are built in forward
+    on detached leaves and differentiated in backward with ``torch.autograd.grad``, which returns the
+    parameter gradients through this node. Backward, with P = dL/dy * x:
+
+        dL/dMs = sum_c P * Mc                             (GEMV over channels)
+        dL/dx' = dL/dy * Ms + [mean, max]_c backward        (x' = Mc * x; max at its argmax channel)
+        dL/dMc = sum_hw (P * Ms + x * dmean / C) + max term (GEMVs over positions, gather at the argmax)
+        dL/dx  = dL/dx' * Mc + [mean, max]_hw backward       (max at its argmax position)
+
+    About a dozen passes over block-sized tensors in backward and one fresh block-sized tensor, reused for
+    dL/dx; autograd through the equation (or separate nodes per step) makes about twenty passes and six
+    allocations, and a fresh block-sized tensor is page-faulted on first touch on CPU. The output reuses
+    the buffer of Mc * x, which backward does not need. The max poolings keep max pooling's single index
+    per maximum (the official code's ``F.max_pool2d`` / ``torch.max``), not ``amax``'s tie sharing.
+    Under ``torch.compile`` CBAM uses the plain equation instead (``CBAM._equation``).
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, mc: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        gated = x * mc
-        mx, index = gated.max(dim=1, keepdim=True)
-        ctx.save_for_backward(x, mc, index)
-        return gated, mx, gated.mean(dim=1, keepdim=True)
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, identity: torch.Tensor | None, cbam: CBAM, *params: torch.Tensor
+    ) -> torch.Tensor:
+        mx, index_s = F.adaptive_max_pool2d(x, 1, return_indices=True)
+        with _small_graph():
+            pooled_c = torch.cat([x.mean((2, 3)), mx.flatten(1)]).requires_grad_()
+            mc = cbam.channel.from_pooled(pooled_c)
+        gated = x * mc.detach()
+        mx_c, index_c = _channel_max(gated)
+        with _small_graph():
+            pooled_s = (mx_c.requires_grad_(), gated.mean(dim=1, keepdim=True).requires_grad_())
+            ms = cbam.spatial.from_pooled(*pooled_s)
+        others = (ms,) if identity is None else (ms, identity)
+        out = gated if can_overwrite(gated, *others) else None  # backward needs x, not Mc * x
+        if identity is None:
+            out = torch.mul(gated, ms.detach(), out=out)
+        else:
+            out = torch.addcmul(identity, gated, ms.detach(), out=out)
+        ctx.save_for_backward(x, mc.detach(), ms.detach(), index_s, index_c)
+        ctx.graphs = (pooled_c, mc, pooled_s, ms)
+        ctx.saved_params, ctx.n_channel_params = params, len(list(cbam.channel.parameters()))
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(  # type: ignore[override]
-        ctx, grad_gated: torch.Tensor, grad_max: torch.Tensor, grad_mean: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        x, mc, index = ctx.saved_tensors
-        grad = torch.add(grad_gated, grad_mean, alpha=1.0 / x.shape[1])
-        grad.scatter_add_(1, index, grad_max)
-        grad_mc = (grad * x).sum((2, 3), keepdim=True) if ctx.needs_input_grad[1] else None
-        return grad.mul_(mc), grad_mc
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, mc, ms, index_s, index_c = ctx.saved_tensors
+        pooled_c, mc_graph, pooled_s, ms_graph = ctx.graphs
+        params = ctx.saved_params
+        b, c, h, w = x.shape
+        # block-sized work in x's dtype (under autocast the gates or the incoming gradient may differ)
+        grad_y, mc, ms = grad.to(x.dtype), mc.to(x.dtype), ms.to(x.dtype)
+        product = torch.mul(grad_y, x, out=_dense_like(x))
+        grads_s = _grad(ms_graph, _channel_dot(product, mc), pooled_s, params[ctx.n_channel_params :])
+        grad_max_c, grad_mean_c = grads_s[0].to(x.dtype), grads_s[1].to(x.dtype) / c
+        grad_mc = _spatial_dot(product, ms) + _spatial_dot(x, grad_mean_c)
+        # the channel max's gradient reaches x' = Mc * x at its argmax channel only
+        at_max = x.gather(1, index_c) * grad_max_c
+        grad_mc.view(b, c).scatter_add_(1, index_c.view(b, h * w), at_max.view(b, h * w))
+        grads_c = _grad(mc_graph, grad_mc, (pooled_c,), params[: ctx.n_channel_params])
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.addcmul(grad_mean_c, grad_y, ms, out=product)  # dL/dx' (product is spent)
+            grad_x.scatter_add_(1, index_c, grad_max_c)
+            grad_mean_s, grad_max_s = grads_c[0].to(x.dtype).view(2, b, c, 1, 1).unbind()
+            # mul_ + add_: addcmul with two (B, C, 1, 1) operands takes a slow unvectorised path on CPU
+            grad_x.mul_(mc).add_(grad_mean_s / (h * w))
+            grad_x.view(b, c, h * w).scatter_add_(2, index_s.view(b, c, 1), grad_max_s.view(b, c, 1))
+        grad_identity = grad if ctx.needs_input_grad[1] else None
+        return (grad_x, grad_identity, None, *grads_c[1:], *grads_s[2:])
+
+
+def _grad(
+    output: torch.Tensor,
+    grad_output: torch.Tensor,
+    inputs: tuple[torch.Tensor, ...],
+    params: tuple[torch.Tensor, ...],
+) -> list[torch.Tensor | None]:
+    """Gradients of a small forward graph for its pooled-input leaves and its parameters (None for a
+    parameter that does not require grad)."""
+    wanted = [*inputs, *(p for p in params if p.requires_grad)]
+    found = iter(torch.autograd.grad(output, wanted, grad_output.to(output.dtype)))
+    return [next(found) if t.requires_grad else None for t in (*inputs, *params)]
 
 
 class ChannelAttention(nn.Module):
@@ -114,13 +236,16 @@ class ChannelAttention(nn.Module):
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The channel gate Mc, shape (B, C, 1, 1)."""
-        b, c = x.shape[:2]
-        # both descriptors go through the shared MLP as one (2B, C) batch
         if torch.is_grad_enabled():
-            z = _SpatialMeanMax.apply(x)
-        else:  # amax: the fastest forward, no index to keep
-            z = torch.cat([x.mean((2, 3)), x.amax((2, 3))])
-        z = F.relu(F.linear(z, self.fc1.weight.flatten(1), self.fc1.bias))
+            return self.from_pooled(_SpatialMeanMax.apply(x))
+        # amax: the fastest forward, no index to keep
+        return self.from_pooled(torch.cat([x.mean((2, 3)), x.amax((2, 3))]))
+
+    def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Mc from the spatial mean (rows ``:B``) and max (rows ``B:``) of x: (2B, C) -> (B, C, 1, 1)."""
+        # both descriptors go through the shared MLP as one batch
+        b, c = pooled.shape[0] // 2, pooled.shape[1]
+        z = F.relu(F.linear(pooled, self.fc1.weight.flatten(1), self.fc1.bias))
         z = F.linear(z, self.fc2.weight.flatten(1), self.fc2.bias)
         return torch.sigmoid(z[:b] + z[b:]).view(b, c, 1, 1)
 
@@ -215,22 +340,32 @@ class CBAM(nn.Module):
             channels, kernel_size, spatial_norm, pool_order, bn_momentum, bn_zero_init, **factory
         )
 
-    def _gates(self, x: torch.Tensor, overwrite: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x' = Mc * x, Ms); with ``overwrite`` (no_grad only) x' is written into x."""
+    def _inference(self, x: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
+        """No-grad path: gated = Mc * x is written into x (the block's temporary) when ``identity`` is given
+        and the dtype allows, then ``identity + Ms * gated`` into the same storage (``scale_add``)."""
         mc = self.channel.scale(x)
-        if torch.is_grad_enabled():
-            gated, mx, avg = _GatedChannelPool.apply(x, mc)
-            return gated, self.spatial.from_pooled(mx, avg)
-        gated = x.mul_(mc) if overwrite and can_overwrite(x, mc) else x * mc
-        mx, avg = gated.amax(dim=1, keepdim=True), gated.mean(dim=1, keepdim=True)
-        return gated, self.spatial.from_pooled(mx, avg)
+        gated = x.mul_(mc) if identity is not None and can_overwrite(x, mc) else x * mc
+        ms = self.spatial.from_pooled(gated.amax(dim=1, keepdim=True), gated.mean(dim=1, keepdim=True))
+        return gated * ms if identity is None else scale_add(identity, gated, ms)
+
+    def _equation(self, x: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
+        """Autograd through the written-out equation (used under ``torch.compile``, which fuses it)."""
+        pooled = torch.cat([x.mean((2, 3)), F.adaptive_max_pool2d(x, 1).flatten(1)])
+        gated = x * self.channel.from_pooled(pooled)
+        ms = self.spatial.from_pooled(gated.max(dim=1, keepdim=True).values, gated.mean(dim=1, keepdim=True))
+        return gated * ms if identity is None else torch.addcmul(identity, gated, ms)
+
+    def _gated(self, x: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return self._inference(x, identity)
+        if torch.compiler.is_compiling():  # the custom node would only break the graph
+            return self._equation(x, identity)
+        return _CBAMTraining.apply(x, identity, self, *self.channel.parameters(), *self.spatial.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gated, ms = self._gates(x, overwrite=False)
-        return gated * ms
+        return self._gated(x, None)
 
     def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """``identity + forward(x)`` with the spatial gate fused into the residual add; under no_grad ``x``
         (the block's temporary) holds both products, see ``scale_add``."""
-        gated, ms = self._gates(x, overwrite=True)
-        return scale_add(identity, gated, ms)
+        return self._gated(x, identity)
