@@ -358,7 +358,7 @@ class CBAM(nn.Module):
     def _gated(self, x: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
         if not torch.is_grad_enabled():
             return self._inference(x, identity)
-        if torch.compiler.is_compiling():  # the custom node would only break the graph
+        if torch.compiler.is_compiling():  # dynamo cannot trace the node's inner graphs; inductor fuses this
             return self._equation(x, identity)
         return _CBAMTraining.apply(x, identity, self, *self.channel.parameters(), *self.spatial.parameters())
 
