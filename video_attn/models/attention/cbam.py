@@ -90,11 +90,11 @@ def _channel_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``amax``). Split the C channels into blocks of k: ``amax`` within each block (vectorised over
     positions), the indexed max over the C/k block maxima, and the indexed max inside the winning block
     only. The first block holding the maximum holds its first occurrence, so ties resolve as in
-    ``torch.max``.
+    ``torch.max``. Other devices use ``torch.max`` itself (one kernel there).
     """
     b, c, h, w = x.shape
     k = max(d for d in range(1, math.isqrt(c) + 1) if c % d == 0)
-    if k == 1:
+    if k == 1 or x.device.type != "cpu":
         return x.max(dim=1, keepdim=True)
     if _dense_format(x) is torch.channels_last:  # channels innermost: positions become the batch
         blocks = x.permute(0, 2, 3, 1).reshape(b * h * w, c // k, k, 1)
