@@ -187,6 +187,7 @@ def test_cbam_training_node_with_frozen_parts(feature_map: torch.Tensor) -> None
     trainable = [p for p in cbam.parameters() if p.requires_grad]
     identity = torch.randn_like(feature_map)
     out = cbam.gate_add(feature_map, identity)
+    assert type(out.grad_fn).__name__ == "_CBAMTrainingBackward"  # the custom node, not the equation
     ref = cbam._equation(feature_map, identity)
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(out)

@@ -145,7 +145,7 @@ class _CBAMTraining(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx, x: torch.Tensor, identity: torch.Tensor | None, cbam: CBAM, *params: torch.Tensor
+        ctx, x: torch.Tensor, identity: torch.Tensor | None, cbam: CBAM, n_channel: int, *params: torch.Tensor
     ) -> torch.Tensor:
         mx, index_s = F.adaptive_max_pool2d(x, 1, return_indices=True)
         with _small_graph():
@@ -164,7 +164,7 @@ class _CBAMTraining(torch.autograd.Function):
             out = torch.addcmul(identity, gated, ms.detach(), out=out)
         ctx.save_for_backward(x, mc.detach(), ms.detach(), index_s, index_c)
         ctx.graphs = (pooled_c, mc, pooled_s, ms)
-        ctx.saved_params, ctx.n_channel_params = params, len(list(cbam.channel.parameters()))
+        ctx.saved_params, ctx.n_channel_params = params, n_channel  # params: channel gate's first
         return out
 
     @staticmethod
@@ -193,7 +193,7 @@ class _CBAMTraining(torch.autograd.Function):
             grad_x.mul_(mc).add_(grad_mean_s / (h * w))
             grad_x.view(b, c, h * w).scatter_add_(2, index_s.view(b, c, 1), grad_max_s.view(b, c, 1))
         grad_identity = grad if ctx.needs_input_grad[1] else None
-        return (grad_x, grad_identity, None, *grads_c[1:], *grads_s[2:])
+        return (grad_x, grad_identity, None, None, *grads_c[1:], *grads_s[2:])
 
 
 def _grad(
@@ -363,7 +363,8 @@ class CBAM(nn.Module):
             return self._inference(x, identity)
         if torch.compiler.is_compiling():  # dynamo cannot trace the node's inner graphs; inductor fuses this
             return self._equation(x, identity)
-        return _CBAMTraining.apply(x, identity, self, *self.channel.parameters(), *self.spatial.parameters())
+        channel = tuple(self.channel.parameters())
+        return _CBAMTraining.apply(x, identity, self, len(channel), *channel, *self.spatial.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._gated(x, None)
