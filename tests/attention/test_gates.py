@@ -235,32 +235,80 @@ def test_sa_init_gate_is_sigmoid_one(feature_map: torch.Tensor) -> None:
     torch.testing.assert_close(sa(feature_map), expected)
 
 
-@pytest.mark.parametrize("grad", [True, False])  # training path (GroupNorm) / inference path (statistics)
-@pytest.mark.parametrize("g", [4, 1])  # even G writes the shuffled output directly; odd G concatenates first
-def test_sa_matches_group_loop_reference(feature_map: torch.Tensor, g: int, grad: bool) -> None:
-    sa = ShuffleAttention(32, groups=g)
-    _randomize(sa)
-    feature_map = feature_map.clone()
-    feature_map[0, 5] = 3.0  # a constant channel (zero variance) in the spatial half of group 0
-    feature_map[1, 6] += 100.0  # mean far from zero relative to the spread
-    half = 32 // (2 * g)
-    cw, cb, sw, sb = (p.view(half) for p in (sa.cweight, sa.cbias, sa.sweight, sa.sbias))
+def _sa_reference(sa: ShuffleAttention, x: torch.Tensor) -> torch.Tensor:
+    """SA written group by group from the paper's equations, then the 2-way channel shuffle."""
+    c, g = x.shape[1], sa.groups
+    half = c // (2 * g)
+    cw, cb, sw, sb = (p.view(half, 1, 1) for p in (sa.cweight, sa.cbias, sa.sweight, sa.sbias))
+    gn_w, gn_b = sa.gn.weight.view(half, 1, 1), sa.gn.bias.view(half, 1, 1)
     chunks = []
-    for grp in feature_map.split(32 // g, dim=1):
+    for grp in x.split(c // g, dim=1):
         x1, x2 = grp[:, :half], grp[:, half:]
-        gate1 = torch.sigmoid(cw[:, None, None] * x1.mean((2, 3), keepdim=True) + cb[:, None, None])
+        gate1 = torch.sigmoid(cw * x1.mean((2, 3), keepdim=True) + cb)
         mu = x2.mean((2, 3), keepdim=True)
         var = x2.var((2, 3), unbiased=False, keepdim=True)
-        gn = (x2 - mu) / torch.sqrt(var + 1e-5) * sa.gn.weight[:, None, None] + sa.gn.bias[:, None, None]
-        gate2 = torch.sigmoid(sw[:, None, None] * gn + sb[:, None, None])
-        chunks.append(torch.cat([x1 * gate1, x2 * gate2], dim=1))
-    expected = channel_shuffle(torch.cat(chunks, dim=1), 2)
-    identity = torch.randn_like(feature_map)
+        gn = (x2 - mu) / torch.sqrt(var + sa.gn.eps) * gn_w + gn_b
+        chunks.append(torch.cat([x1 * gate1, x2 * torch.sigmoid(sw * gn + sb)], dim=1))
+    return channel_shuffle(torch.cat(chunks, dim=1), 2)
+
+
+@pytest.mark.parametrize("grad", [True, False])  # training path (custom node / autograd) / inference path
+@pytest.mark.parametrize("g", [4, 1])  # even G writes the shuffled output directly; odd G concatenates first
+def test_sa_matches_group_loop_reference(feature_map: torch.Tensor, g: int, grad: bool) -> None:
+    """Outputs and, with autograd on, the gradients of the input, the identity and every parameter equal
+    autograd through the group-by-group equations (float64), in both layouts."""
+    sa = ShuffleAttention(32, groups=g).double()
+    _randomize(sa)
+    feature_map = feature_map.double()
+    feature_map[0, 5] = 3.0  # a constant channel (zero variance) in the spatial half of group 0
+    feature_map[1, 6] += 100.0  # mean far from zero relative to the spread
+    x = feature_map.requires_grad_(grad)
+    identity = torch.randn_like(feature_map).requires_grad_(grad)
     with torch.set_grad_enabled(grad):
-        torch.testing.assert_close(sa(feature_map), expected)
-        torch.testing.assert_close(sa.gate_add(feature_map, identity), identity + expected)
-        channels_last = feature_map.contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(sa(channels_last), expected)
+        expected = _sa_reference(sa, x)
+        out, fused = sa(x), sa.gate_add(x, identity)
+        fused_cl = sa.gate_add(x.contiguous(memory_format=torch.channels_last), identity)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(fused, identity + expected)
+    torch.testing.assert_close(fused_cl, identity + expected)
+    if grad:
+        if g % 2 == 0:
+            assert type(fused.grad_fn).__name__ == "_ShuffleAttentionTrainingBackward"
+        upstream = torch.randn_like(expected)
+        inputs = [x, identity, *sa.parameters()]
+        want = torch.autograd.grad(identity + expected, inputs, upstream, retain_graph=True)
+        for result in (fused, fused_cl):
+            got = torch.autograd.grad(result, inputs, upstream, retain_graph=True)
+            for name, a, b in zip(["x", "identity", *dict(sa.named_parameters())], got, want, strict=True):
+                torch.testing.assert_close(a, b, msg=name)
+        got = torch.autograd.grad(out, [x, *sa.parameters()], upstream)
+        for a, b in zip(got, torch.autograd.grad(expected, [x, *sa.parameters()], upstream), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_sa_training_node_with_frozen_parts(feature_map: torch.Tensor) -> None:
+    """Frozen parameters and an input without grad: the node returns gradients for the rest only."""
+    sa = ShuffleAttention(32, groups=4).train()
+    _randomize(sa)
+    sa.gn.weight.requires_grad_(False)
+    sa.cbias.requires_grad_(False)
+    trainable = [p for p in sa.parameters() if p.requires_grad]
+    identity = torch.randn_like(feature_map)
+    out = sa.gate_add(feature_map, identity)
+    assert type(out.grad_fn).__name__ == "_ShuffleAttentionTrainingBackward"
+    ref = identity + _sa_reference(sa, feature_map)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, trainable, g), torch.autograd.grad(ref, trainable, g)
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    for p in trainable:
+        p.requires_grad_(False)
+    x = feature_map.clone().requires_grad_()  # a frozen gate in a trained network
+    got, want = (torch.autograd.grad(y, x, g)[0] for y in (sa.gate_add(x, identity), _sa_reference(sa, x)))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    out = sa.gate_add(feature_map, identity.requires_grad_())  # only the identity needs a gradient
+    assert torch.equal(torch.autograd.grad(out, identity, g)[0], g)
 
 
 def test_sa_groups_validation() -> None:
@@ -400,16 +448,18 @@ def test_gate_torch_compile(feature_map: torch.Tensor, name: str) -> None:
 
 
 @pytest.mark.slow
-def test_cbam_training_under_torch_compile(feature_map: torch.Tensor) -> None:
-    """Under torch.compile CBAM trains through the equation (inductor fuses it): same outputs and gradients
-    as the eager custom autograd node."""
-    cbam = CBAM(32).train()
-    _randomize(cbam)
+@pytest.mark.parametrize("name", ["cbam", "sa"])
+def test_training_node_gate_under_torch_compile(feature_map: torch.Tensor, name: str) -> None:
+    """Under torch.compile CBAM and SA train through their equations (inductor fuses them): same outputs
+    and gradients as their eager custom autograd nodes."""
+    gate = create_attn(name, 32, **GATE_CASES[name]).train()
+    _randomize(gate)
     identity = torch.randn_like(feature_map)
     xa, xb = feature_map.clone().requires_grad_(), feature_map.clone().requires_grad_()
-    compiled, eager = torch.compile(cbam.gate_add)(xa, identity), cbam.gate_add(xb, identity)
+    compiled, eager = torch.compile(gate.gate_add)(xa, identity), gate.gate_add(xb, identity)
+    assert type(eager.grad_fn).__name__.endswith("TrainingBackward")
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
-    g, params = torch.randn_like(eager), list(cbam.parameters())
+    g, params = torch.randn_like(eager), list(gate.parameters())
     grads = torch.autograd.grad(compiled, [xa, *params], g), torch.autograd.grad(eager, [xb, *params], g)
     for got, want in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

@@ -205,10 +205,12 @@ def test_frozen_bn_survives_train() -> None:
     assert model.conv1.weight.grad is not None and model.bn1.weight.grad is None
 
 
-@pytest.mark.parametrize("attention", ["se", "cbam"])  # CBAM: a custom autograd node with inner graphs
+# CBAM, SA: custom autograd nodes with inner graphs
+@pytest.mark.parametrize("attention", ["se", "cbam", "sa"])
 def test_grad_checkpointing_same_outputs_grads_and_stats(attention: str) -> None:
-    ref = resnet18(base_width=8, attention=attention).train()
-    ckpt = resnet18(base_width=8, attention=attention, grad_checkpointing=True).train()
+    kwargs = {"attention": attention, "attention_kwargs": {"groups": "auto"} if attention == "sa" else {}}
+    ref = resnet18(base_width=8, **kwargs).train()
+    ckpt = resnet18(base_width=8, grad_checkpointing=True, **kwargs).train()
     ckpt.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 32, 32)
     out_ref, out_ckpt = ref(x), ckpt(x)

@@ -17,8 +17,6 @@ With these defaults CBAM adds 2,532,592 parameters to ResNet-50.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -28,6 +26,7 @@ from torch.autograd.function import once_differentiable
 
 from video_attn.models.norm import GuardedBatchNorm2d
 
+from .inner_graph import inner_grad, inner_graph
 from .scale_add import can_overwrite, scale_add
 
 
@@ -109,19 +108,6 @@ def _channel_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.view(b, 1, h, w), index.view(b, 1, h, w)
 
 
-@contextmanager
-def _small_graph() -> Iterator[None]:
-    """Autograd on for a small inner graph of a custom node, its tensors saved as they are: under
-    non-reentrant checkpointing they would otherwise be recomputed by the inner ``torch.autograd.grad`` in
-    backward (a second recomputation of the whole checkpointed block)."""
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(_same, _same):
-        yield
-
-
-def _same(t: torch.Tensor) -> torch.Tensor:
-    return t
-
-
 class _CBAMTraining(torch.autograd.Function):
     """CBAM with autograd on: ``identity + Ms * (Mc * x)`` (``Ms * (Mc * x)`` when identity is None).
 
@@ -148,12 +134,12 @@ class _CBAMTraining(torch.autograd.Function):
         ctx, x: torch.Tensor, identity: torch.Tensor | None, cbam: CBAM, n_channel: int, *params: torch.Tensor
     ) -> torch.Tensor:
         mx, index_s = F.adaptive_max_pool2d(x, 1, return_indices=True)
-        with _small_graph():
+        with inner_graph():
             pooled_c = torch.cat([x.mean((2, 3)), mx.flatten(1)]).requires_grad_()
             mc = cbam.channel.from_pooled(pooled_c)
         gated = x * mc.detach()
         mx_c, index_c = _channel_max(gated)
-        with _small_graph():
+        with inner_graph():
             pooled_s = (mx_c.requires_grad_(), gated.mean(dim=1, keepdim=True).requires_grad_())
             ms = cbam.spatial.from_pooled(*pooled_s)
         others = (ms,) if identity is None else (ms, identity)
@@ -177,13 +163,13 @@ class _CBAMTraining(torch.autograd.Function):
         # block-sized work in x's dtype (under autocast the gates or the incoming gradient may differ)
         grad_y, mc, ms = grad.to(x.dtype), mc.to(x.dtype), ms.to(x.dtype)
         product = torch.mul(grad_y, x, out=_dense_like(x))
-        grads_s = _grad(ms_graph, _channel_dot(product, mc), pooled_s, params[ctx.n_channel_params :])
+        grads_s = inner_grad(ms_graph, _channel_dot(product, mc), pooled_s, params[ctx.n_channel_params :])
         grad_max_c, grad_mean_c = grads_s[0].to(x.dtype), grads_s[1].to(x.dtype) / c
         grad_mc = _spatial_dot(product, ms) + _spatial_dot(x, grad_mean_c)
         # the channel max's gradient reaches x' = Mc * x at its argmax channel only
         at_max = x.gather(1, index_c) * grad_max_c
         grad_mc.view(b, c).scatter_add_(1, index_c.view(b, h * w), at_max.view(b, h * w))
-        grads_c = _grad(mc_graph, grad_mc, (pooled_c,), params[: ctx.n_channel_params])
+        grads_c = inner_grad(mc_graph, grad_mc, (pooled_c,), params[: ctx.n_channel_params])
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.addcmul(grad_mean_c, grad_y, ms, out=product)  # dL/dx' (product is spent)
@@ -194,19 +180,6 @@ class _CBAMTraining(torch.autograd.Function):
             grad_x.view(b, c, h * w).scatter_add_(2, index_s.view(b, c, 1), grad_max_s.view(b, c, 1))
         grad_identity = grad if ctx.needs_input_grad[1] else None
         return (grad_x, grad_identity, None, None, *grads_c[1:], *grads_s[2:])
-
-
-def _grad(
-    output: torch.Tensor,
-    grad_output: torch.Tensor,
-    inputs: tuple[torch.Tensor, ...],
-    params: tuple[torch.Tensor, ...],
-) -> list[torch.Tensor | None]:
-    """Gradients of a small forward graph for its pooled-input leaves and its parameters (None for a
-    parameter that does not require grad)."""
-    wanted = [*inputs, *(p for p in params if p.requires_grad)]
-    found = iter(torch.autograd.grad(output, wanted, grad_output.to(output.dtype)))
-    return [next(found) if t.requires_grad else None for t in (*inputs, *params)]
 
 
 class ChannelAttention(nn.Module):
