@@ -311,6 +311,20 @@ def test_sa_training_node_with_frozen_parts(feature_map: torch.Tensor) -> None:
     assert torch.equal(torch.autograd.grad(out, identity, g)[0], g)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_sa_gate_add_result_dtype_is_promoted(feature_map: torch.Tensor, grad: bool) -> None:
+    """A bfloat16 x (under autocast) with a float32 identity gives a float32 sum, as ``x * gate + identity``
+    would: the slot-written output is not rounded to x's dtype."""
+    sa = ShuffleAttention(32, groups=4).train(grad)
+    _randomize(sa)
+    identity = torch.randn_like(feature_map)
+    expected = identity + _sa_reference(sa, feature_map)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.set_grad_enabled(grad):
+        out = sa.gate_add(feature_map.to(torch.bfloat16).requires_grad_(grad), identity)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.detach(), expected.detach(), atol=0.1, rtol=0.05)
+
+
 def test_sa_groups_validation() -> None:
     assert sum(p.numel() for p in ShuffleAttention(256).parameters()) == 3 * 256 // 64
     with pytest.raises(ValueError, match=r"channels % \(2 \* groups\) == 0, got channels=96, groups=64"):
