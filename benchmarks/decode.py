@@ -28,7 +28,7 @@ import torch
 
 from video_attn.config.schema import Config
 from video_attn.data.decoders import open_video
-from video_attn.data.sampling import SegmentSampler
+from video_attn.data.frame_sampling import SegmentSampler
 from video_attn.data.synthetic.action import write_h264
 from video_attn.data.transforms import build_clip_transform
 
@@ -37,16 +37,18 @@ def make_video(path: str, height: int, width: int, seconds: float, gop: int, fps
     """Camera-like content: a smooth background panning, moving blocks and mild sensor noise."""
     rng = np.random.default_rng(0)
     num = int(seconds * fps)
-    yy, xx = np.mgrid[:height, :width + 4 * num].astype(np.float32)
-    background = np.stack([128 + 60 * np.sin(xx / 37 + yy / 53), 128 + 60 * np.sin(yy / 29),
-                           128 + 60 * np.cos((xx + yy) / 71)], axis=-1)
+    yy, xx = np.mgrid[:height, : width + 4 * num].astype(np.float32)
+    background = np.stack(
+        [128 + 60 * np.sin(xx / 37 + yy / 53), 128 + 60 * np.sin(yy / 29), 128 + 60 * np.cos((xx + yy) / 71)],
+        axis=-1,
+    )
     frames = np.empty((num, height, width, 3), np.uint8)
     blocks = rng.integers(0, min(height, width) // 2, (6, 2))
     for t in range(num):
-        frame = background[:, 4 * t:4 * t + width].copy()
+        frame = background[:, 4 * t : 4 * t + width].copy()
         for k, (y, x) in enumerate(blocks):
             y, x = (y + 3 * t * (k % 3 + 1)) % (height - 40), (x + 5 * t) % (width - 60)
-            frame[y:y + 40, x:x + 60] = (40 * k) % 256
+            frame[y : y + 40, x : x + 60] = (40 * k) % 256
         frame += rng.normal(0, 3, frame.shape).astype(np.float32)
         frames[t] = frame.clip(0, 255).astype(np.uint8)
     write_h264(path, frames, fps=fps, crf=23, gop=gop, preset="veryfast")
@@ -103,9 +105,11 @@ def main() -> None:
     sampler = SegmentSampler(8, "random")
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"load: {load}")
-    print(f"torch {torch.__version__}, PyAV {av.__version__}, {args.clips} clips x 8 frames x {args.rounds} "
-          "rounds (median), "
-          f"{args.seconds:.0f} s videos, GOP {args.gop}")
+    print(
+        f"torch {torch.__version__}, PyAV {av.__version__}, {args.clips} clips x 8 frames x {args.rounds} "
+        "rounds (median), "
+        f"{args.seconds:.0f} s videos, GOP {args.gop}"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (height, width) in (("340p", (340, 604)), ("720p", (720, 1280))):
@@ -117,6 +121,7 @@ def main() -> None:
             index_sets = [sampler(num_frames, rng)[0] for _ in range(args.clips)]
             fns = {}
             for backend, raw in (("decord", raw_decord), ("pyav", raw_pyav)):
+
                 def pipeline(indices, backend=backend, path=path):
                     with open_video(path, backend=backend) as reader:
                         frames = reader.get_frames(indices)
@@ -139,8 +144,10 @@ def main() -> None:
     for name, result in rows:
         speedup = result["pyav"][0] / result["decord"][0]
         overhead = 100 * (result["decord"][0] / result["decord"][1] - 1)
-        print(f"{name}: decord pipeline / PyAV pipeline speed = {speedup:.2f}x (target >= 2x); "
-              f"decord pipeline overhead = {overhead:+.1f}% (target <= 15%)")
+        print(
+            f"{name}: decord pipeline / PyAV pipeline speed = {speedup:.2f}x (target >= 2x); "
+            f"decord pipeline overhead = {overhead:+.1f}% (target <= 15%)"
+        )
 
 
 if __name__ == "__main__":

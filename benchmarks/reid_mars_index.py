@@ -7,7 +7,7 @@ Compares, in one run:
   ours-warm - load_mars from its .npz cache (what every run after the first does).
 The name lists are generated consistently with the real .mat files (the real lists are not shipped).
 
-    python benchmarks/reid_mars_index.py [--info /work/shared/data/mars_info] [--repeat 3]
+    python benchmarks/reid_mars_index.py --info DIR/MARS/info [--repeat 3]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def best_of(fn, repeat: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--info", type=Path, default=Path("/work/shared/data/mars_info"))
+    ap.add_argument("--info", type=Path, required=True)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

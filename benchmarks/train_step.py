@@ -62,14 +62,14 @@ def make_videos(out: Path, num_videos: int, frames: int = 64, height: int = 256,
 def run(
     args: argparse.Namespace, root: Path, device: torch.device, amp: bool, steps: int, warmup: int, batch: int
 ) -> dict[str, float]:
+    from video_attn.apis import amp_dtype_for, build_model_on
     from video_attn.config.loader import build_section
     from video_attn.config.schema import Config
-    from video_attn.data.build import build_dataset, build_train_loader
     from video_attn.engine.hooks import HookBase
     from video_attn.engine.lr_scheduler import build_scheduler
     from video_attn.engine.optim import build_optimizer
-    from video_attn.engine.runner import amp_dtype_for, build_loss_fn, build_model_on
     from video_attn.engine.trainer import Trainer
+    from video_attn.tasks import build_task
 
     total = warmup + steps
     lines = [f"videos/{i % args.num_videos}.mp4 {i % 10}" for i in range(total * batch)]
@@ -107,9 +107,10 @@ def run(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model = build_model_on(cfg, device)
-    loader = build_train_loader(build_dataset(cfg, "train"), cfg, pin_memory=device.type == "cuda")
+    task = build_task(cfg)
+    loader = task.build_train_loader(task.build_dataset("train"), pin_memory=device.type == "cuda")
     opt = build_optimizer(model, cfg.train)
-    loss_fn, _ = build_loss_fn(cfg, model, device)
+    loss_fn, _ = task.build_loss(model, device)
     trainer = Trainer(
         model,
         opt,

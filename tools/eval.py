@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_cli_config(args.config, args.overrides, args.checkpoint)
     if cfg is None:
         return 1
+    from video_attn.apis import evaluate
     from video_attn.engine import distributed as du
-    from video_attn.engine.checkpoint import CheckpointError
-    from video_attn.engine.runner import evaluate, write_metrics_json
+    from video_attn.engine.checkpoint import CheckpointError, write_json_atomic
 
     try:
         metrics = evaluate(cfg, args.checkpoint, split=args.split)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_format(metrics))
             print(json.dumps(metrics, sort_keys=True))
             if args.out:
-                write_metrics_json(args.out, metrics)
+                write_json_atomic(args.out, metrics)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

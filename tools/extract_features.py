@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_cli_config(args.config, args.overrides, args.checkpoint)
     if cfg is None:
         return 1
+    from video_attn.apis import extract_features
     from video_attn.engine import distributed as du
     from video_attn.engine.checkpoint import CheckpointError
-    from video_attn.engine.runner import extract_features
 
     try:
         arrays = extract_features(cfg, args.checkpoint, args.split, args.out)

@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_cli_config(args.config, args.overrides)
     if cfg is None:
         return 1
+    from video_attn.apis import train
     from video_attn.engine import distributed as du
     from video_attn.engine.checkpoint import CheckpointError
-    from video_attn.engine.runner import train
     from video_attn.engine.trainer import NonFiniteLossError, TrainingInterrupted
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from video_attn.config.schema import BackboneConfig, ModelConfig, TemporalConfig
+from video_attn.config.schema import BackboneConfig, ModelConfig
 
 
 def tiny_model_cfg(
@@ -14,14 +14,18 @@ def tiny_model_cfg(
     base_width: int = 8,
     num_classes: int = 4,
     num_segments: int = 4,
-    **temporal,
+    stages: tuple[int, ...] = (1, 2, 3, 4),
+    every: int = 1,
+    **temporal_kwargs,
 ) -> ModelConfig:
     return ModelConfig(
         arch=arch,
         num_classes=num_classes,
         num_segments=num_segments,
         backbone=BackboneConfig(depth=depth, base_width=base_width),
-        temporal=TemporalConfig(**temporal),
+        temporal_kwargs=temporal_kwargs,
+        temporal_stages=list(stages),
+        temporal_every=every,
     )
 
 

@@ -51,6 +51,11 @@ def test_kinetics_recipe():
     assert cfg.train.batch_size * 8 == cfg.train.base_batch_size == 64 and cfg.train.scale_lr
     assert (cfg.train.fc_lr_mult, cfg.train.fc_bias_lr_mult) == (5.0, 10.0)
     assert cfg.eval.average == "logits"
+    # official TAM: alpha 2, beta 4, K 3 in every block of layer1..layer4; TSM shifts 1/8 each way
+    assert cfg.model.temporal_kwargs == {"alpha": 2, "beta": 4, "kernel_size": 3}
+    assert (cfg.model.temporal_stages, cfg.model.temporal_every) == ([1, 2, 3, 4], 1)
+    tsm = load_config(CONFIGS / "action" / "tsm_r50_kinetics400_8f.yaml")
+    assert tsm.model.temporal_kwargs == {"shift_div": 8} and tsm.model.temporal_stages == [1, 2, 3, 4]
     cfg16 = load_config(CONFIGS / "action" / "tanet_r50_kinetics400_16f.yaml")
     assert (cfg16.model.num_segments, cfg16.data.frame_interval) == (16, 4)
 

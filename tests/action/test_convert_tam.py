@@ -21,20 +21,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class OfficialTAM(nn.Module):
-    """TAM as in the official repo's module (REFERENCE.md §1), grouped-conv aggregation."""
+    """TAM as in the official module (liu-zhy/temporal-adaptive-module, ops/temporal_module.py): alpha 2 and
+    beta 4 fixed, ``k`` taps in both the global kernel and the local branch's first Conv1d (padding k // 2),
+    grouped-conv aggregation with temporal padding k // 2."""
 
-    def __init__(self, c: int, t: int) -> None:
+    def __init__(self, c: int, t: int, k: int = 3) -> None:
         super().__init__()
-        self.t = t
+        self.t, self.k = t, k
         self.G = nn.Sequential(
             nn.Linear(t, 2 * t, bias=False),
             nn.BatchNorm1d(2 * t),
             nn.ReLU(True),
-            nn.Linear(2 * t, 3, bias=False),
+            nn.Linear(2 * t, k, bias=False),
             nn.Softmax(-1),
         )
         self.L = nn.Sequential(
-            nn.Conv1d(c, c // 4, 3, padding=1, bias=False),
+            nn.Conv1d(c, c // 4, k, padding=k // 2, bias=False),
             nn.BatchNorm1d(c // 4),
             nn.ReLU(True),
             nn.Conv1d(c // 4, c, 1, bias=False),
@@ -48,15 +50,15 @@ class OfficialTAM(nn.Module):
         s = F.adaptive_avg_pool2d(nx.view(n * c, self.t, h, w), 1).view(-1, self.t)
         kernel = self.G(s).view(n * c, 1, -1, 1)
         nx = nx * self.L(s.view(n, c, self.t)).view(n, c, self.t, 1, 1)
-        out = F.conv2d(nx.view(1, n * c, self.t, h * w), kernel, padding=(1, 0), groups=n * c)
+        out = F.conv2d(nx.view(1, n * c, self.t, h * w), kernel, padding=(self.k // 2, 0), groups=n * c)
         return out.view(n, c, self.t, h, w).permute(0, 2, 1, 3, 4).contiguous().view(nt, c, h, w)
 
 
 class OfficialTemporalBottleneck(nn.Module):
-    def __init__(self, net: Bottleneck, t: int) -> None:
+    def __init__(self, net: Bottleneck, t: int, k: int = 3) -> None:
         super().__init__()
         self.net = net
-        self.tam = OfficialTAM(net.conv1.out_channels, t)
+        self.tam = OfficialTAM(net.conv1.out_channels, t, k)
 
     def forward(self, x):
         n = self.net
@@ -71,7 +73,7 @@ class OfficialTemporalBottleneck(nn.Module):
 class OfficialTSN(nn.Module):
     """``module.base_model`` (ResNet-50 layout, tiny width, fc = Dropout) + ``module.new_fc``."""
 
-    def __init__(self, width: int, t: int, num_classes: int) -> None:
+    def __init__(self, width: int, t: int, num_classes: int, k: int = 3) -> None:
         super().__init__()
         self.t = t
         base = nn.Module()
@@ -87,9 +89,8 @@ class OfficialTSN(nn.Module):
                     down = nn.Sequential(
                         nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
                     )
-                layer.append(
-                    OfficialTemporalBottleneck(Bottleneck(inplanes, planes, stride if b == 0 else 1, down), t)
-                )
+                block = Bottleneck(inplanes, planes, stride if b == 0 else 1, down)
+                layer.append(OfficialTemporalBottleneck(block, t, k))
                 inplanes = planes * 4
             setattr(base, f"layer{i + 1}", nn.Sequential(*layer))
         base.fc = nn.Dropout(0.5)
@@ -106,9 +107,9 @@ class OfficialTSN(nn.Module):
         return self.new_fc(y).view(n, self.t, -1).mean(1)
 
 
-def _official(width=8, t=4, num_classes=5) -> OfficialTSN:
+def _official(width=8, t=4, num_classes=5, k=3) -> OfficialTSN:
     torch.manual_seed(0)
-    net = OfficialTSN(width, t, num_classes)
+    net = OfficialTSN(width, t, num_classes, k)
     with torch.no_grad():  # non-trivial BN and classifier values
         for m in net.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -124,23 +125,27 @@ def _official_state(net: nn.Module) -> dict:
     return {"module." + k: v for k, v in net.state_dict().items()}
 
 
-def _cfg(width=8, t=4, num_classes=5) -> ModelConfig:
+def _cfg(width=8, t=4, num_classes=5, k=3) -> ModelConfig:
     return ModelConfig(
         arch="tanet",
         num_classes=num_classes,
         num_segments=t,
         backbone=BackboneConfig(depth=50, base_width=width),
+        temporal_kwargs={"kernel_size": k} if k != 3 else {},
     )
 
 
-def test_converted_model_gives_official_logits():
-    official = _official()
+@pytest.mark.parametrize("k", [3, 5])
+def test_converted_model_gives_official_logits(k):
+    official = _official(k=k)
     state = _official_state(official)
     assert "module.base_model.layer1.0.net.conv1.weight" in state
     assert "module.base_model.layer4.2.tam.L.3.weight" in state
-    assert not any(".fc." in k for k in state)
-    converted = convert_official_tam(state, _cfg())
-    model = build_model(_cfg())
+    assert state["module.base_model.layer1.0.tam.L.0.weight"].shape[-1] == k
+    assert not any(".fc." in key for key in state)
+    converted = convert_official_tam(state, _cfg(k=k))
+    assert infer_tam_model_cfg(state).temporal_kwargs["kernel_size"] == k
+    model = build_model(_cfg(k=k))
     model.load_state_dict(converted, strict=True)
     model.eval()
     x = torch.randn(2, 4, 3, 32, 32)
@@ -157,7 +162,7 @@ def test_infer_config_and_mismatch_errors():
         inferred.num_segments,
         inferred.num_classes,
     ) == (50, 8, 4, 5)
-    assert (inferred.temporal.alpha, inferred.temporal.beta, inferred.temporal.kernel_size) == (2, 4, 3)
+    assert inferred.temporal_kwargs == {"alpha": 2, "beta": 4, "kernel_size": 3}
     with pytest.raises(ValueError, match=r"trained with 4 segments .* model.num_segments=8"):
         convert_official_tam(state, _cfg(t=8))
     with pytest.raises(ValueError, match="5 classes but model.num_classes=7"):

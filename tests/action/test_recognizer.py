@@ -39,8 +39,52 @@ def test_placement_stages_and_every(make_model_cfg):
     assert _count(m, TemporalShift) == [2, 2, 3, 2] and _count(m, TAM) == [0, 0, 0, 0]
     m = build_model(make_model_cfg("tsn", depth=18))
     assert _count(m, TAM) == [0, 0, 0, 0] and _count(m, TemporalShift) == [0, 0, 0, 0]
-    with pytest.raises(ValueError, match="model.temporal.stages"):
+    with pytest.raises(ValueError, match="model.temporal_stages"):
         build_model(make_model_cfg("tanet", stages=[0, 5]))
+    with pytest.raises(ValueError, match="model.temporal_every"):
+        build_model(make_model_cfg("tsm", every=0))
+
+
+def test_temporal_kwargs_reach_every_module(make_model_cfg):
+    m = build_model(make_model_cfg("tanet", depth=18, kernel_size=5, alpha=1, beta=2))
+    tams = [b.temporal for s in m.backbone.stages for b in s]
+    assert len(tams) == 8
+    for tam in tams:
+        assert tam.kernel_size == 5 and tam.L[0].kernel_size == (5,) and tam.G[3].out_features == 5
+        assert tam.G[0].out_features == 1 * 4 and tam.L[0].out_channels == tam.in_channels // 2
+    m = build_model(make_model_cfg("tsm", depth=18, shift_div=4))
+    assert {b.shift.shift_div for s in m.backbone.stages for b in s} == {4}
+    # absent options keep the official defaults (TAM alpha 2, beta 4, K 3; TSM 1/8)
+    tam = build_model(make_model_cfg("tanet", depth=18)).backbone.layer1[0].temporal
+    assert (tam.G[0].out_features, tam.L[0].out_channels, tam.kernel_size) == (2 * 4, 8 // 4, 3)
+    assert build_model(make_model_cfg("tsm", depth=18)).backbone.layer1[0].shift.shift_div == 8
+
+
+def test_bad_arch_and_temporal_kwargs_are_one_line_errors(make_model_cfg):
+    with pytest.raises(
+        ValueError,
+        match=r"^model.temporal_kwargs: unknown key\(s\) shift_div for model.arch=tanet \(TAM\); "
+        r"valid keys: alpha, beta, kernel_size, aggregation$",
+    ):
+        build_model(make_model_cfg("tanet", shift_div=4))
+    with pytest.raises(ValueError, match=r"valid keys: shift_div$"):
+        build_model(make_model_cfg("tsm", kernel_size=5))
+    with pytest.raises(ValueError, match="model.arch=tsn has no temporal module"):
+        build_model(make_model_cfg("tsn", kernel_size=5))
+    with pytest.raises(ValueError, match=r"model.temporal_kwargs for model.arch=tanet \(TAM\): .*odd"):
+        build_model(make_model_cfg("tanet", kernel_size=4))
+    with pytest.raises(ValueError, match=r"model.arch='tam' is not a registered model; valid: action tsn"):
+        build_model(make_model_cfg("tam"))
+
+
+def test_arch_lists_come_from_the_registries():
+    from video_attn.models import ACTION_ARCHS, REID_ARCHS
+    from video_attn.models.temporal.registry import ACTION_TEMPORAL_MODULES, REID_TEMPORAL_MODULES
+
+    assert ACTION_ARCHS == ("tsn", "tsm", "tanet") == tuple(ACTION_TEMPORAL_MODULES)
+    assert REID_ARCHS == tuple(REID_TEMPORAL_MODULES)
+    assert REID_ARCHS == ("gltr", "temporal_pool", "temporal_attention", "gru")
+    assert ACTION_TEMPORAL_MODULES["tanet"] is TAM and ACTION_TEMPORAL_MODULES["tsm"] is TemporalShift
 
 
 def test_tanet_r18_block_width_and_forward(make_model_cfg):

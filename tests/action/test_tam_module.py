@@ -12,7 +12,10 @@ from video_attn.models.temporal.tam import TAM, temporal_adaptive_aggregate
 
 
 class OfficialStyleTAM(nn.Module):
-    """Reference written from REFERENCE.md §1: permute to (N, C, T, H, W), grouped conv2d with groups=N*C."""
+    """The official module (liu-zhy/temporal-adaptive-module, ops/temporal_module.py) written out: the local
+    branch's first Conv1d has ``kernel_size`` taps and padding ``kernel_size // 2``; Eq. 4 runs on a copy
+    permuted to (N, C, T, H, W) as one grouped conv2d (groups = N*C) with temporal padding ``k // 2`` (the
+    official ``padding`` argument, 1 by default, set to ``k // 2`` so that K = 5 keeps T frames)."""
 
     def __init__(self, c: int, t: int, alpha: int = 2, beta: int = 4, k: int = 3) -> None:
         super().__init__()
@@ -25,7 +28,7 @@ class OfficialStyleTAM(nn.Module):
             nn.Softmax(-1),
         )
         self.L = nn.Sequential(
-            nn.Conv1d(c, c // beta, 3, stride=1, padding=1, bias=False),
+            nn.Conv1d(c, c // beta, k, stride=1, padding=k // 2, bias=False),
             nn.BatchNorm1d(c // beta),
             nn.ReLU(inplace=True),
             nn.Conv1d(c // beta, c, 1, bias=False),
@@ -55,7 +58,7 @@ def _pair(c: int, t: int, k: int = 3, **kwargs) -> tuple[TAM, OfficialStyleTAM]:
 
 @pytest.mark.parametrize(("c", "t", "k", "n"), [(16, 8, 3, 2), (8, 4, 5, 3), (12, 2, 5, 1), (8, 1, 3, 4)])
 @pytest.mark.parametrize("train", [True, False])
-def test_tam_equals_grouped_conv_forward_and_gradients(c, t, k, n, train):
+def test_tam_equals_official_module_forward_and_gradients(c, t, k, n, train):
     tam, ref = _pair(c, t, k)
     tam.train(train)
     ref.train(train)
@@ -84,6 +87,14 @@ def test_tam_equals_grouped_conv_forward_and_gradients(c, t, k, n, train):
             torch.testing.assert_close(b1, b2, msg=name)
 
 
+@pytest.mark.parametrize("k", [3, 5])
+def test_local_branch_first_conv_has_kernel_size_taps(k):
+    tam = TAM(16, 8, kernel_size=k)
+    conv = tam.L[0]
+    assert conv.kernel_size == (k,) and conv.padding == (k // 2,) and conv.weight.shape == (4, 16, k)
+    assert tam.G[3].weight.shape == (k, 16)
+
+
 def test_grouped_conv_option_matches_shift():
     tam, _ = _pair(16, 4)
     conv = TAM(16, 4, aggregation="grouped_conv").double()
@@ -97,25 +108,30 @@ def test_aggregation_gradcheck():
     x = torch.randn(2, 4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     kernel = torch.rand(2, 3, 3, dtype=torch.float64, requires_grad=True)
     imp = torch.rand(2, 3, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, c: temporal_adaptive_aggregate(a, b, c), (x, kernel, imp))
+    for aggregation in ("shift", "grouped_conv"):
+        assert torch.autograd.gradcheck(
+            lambda a, b, c, mode=aggregation: temporal_adaptive_aggregate(a, b, c, mode), (x, kernel, imp)
+        )
 
 
-def test_aggregation_is_the_documented_sum():
-    """y[n,t,c] = sum_k w[n,c,k] * imp[n,c,t+k-1] * x[n,t+k-1,c], zero outside [0, T)."""
+@pytest.mark.parametrize(("t", "k"), [(5, 3), (5, 5), (2, 5), (1, 3), (1, 5)])
+def test_aggregation_is_the_documented_sum(t, k):
+    """Eq. 4: y[n,t,c] = sum_k w[n,c,k] * imp[n,c,t+k-K//2] * x[n,t+k-K//2,c], zero outside [0, T)."""
     torch.manual_seed(0)
-    n, t, c = 2, 5, 3
+    n, c = 2, 3
     x = torch.randn(n, t, c, 2, 2, dtype=torch.float64)
-    kernel = torch.rand(n, c, 3, dtype=torch.float64)
+    kernel = torch.rand(n, c, k, dtype=torch.float64)
     imp = torch.rand(n, c, t, dtype=torch.float64)
     expected = torch.zeros_like(x)
     for b in range(n):
         for ti in range(t):
             for ch in range(c):
-                for k in range(3):
-                    src = ti + k - 1
+                for tap in range(k):
+                    src = ti + tap - k // 2
                     if 0 <= src < t:
-                        expected[b, ti, ch] += kernel[b, ch, k] * imp[b, ch, src] * x[b, src, ch]
-    torch.testing.assert_close(temporal_adaptive_aggregate(x, kernel, imp), expected)
+                        expected[b, ti, ch] += kernel[b, ch, tap] * imp[b, ch, src] * x[b, src, ch]
+    for aggregation in ("shift", "grouped_conv"):
+        torch.testing.assert_close(temporal_adaptive_aggregate(x, kernel, imp, aggregation), expected)
 
 
 def test_parameter_count_and_names():

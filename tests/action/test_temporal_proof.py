@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from video_attn.config import load_config
+from video_attn.data.batch_samplers import ResumableBatchSampler
+from video_attn.data.build import EpochSeededDataset
 from video_attn.data.datasets.action_build import build_action_dataset
 from video_attn.data.synthetic.action import make_action_dataset
 from video_attn.evaluation.action import ActionEvaluator
@@ -39,8 +41,8 @@ OVERRIDES = ["model.backbone.base_width=8", "data.num_workers=0"]
 def _train_and_evaluate(arch: str, root: Path) -> dict:
     cfg = load_config(CONFIG, [f"data.root={root}", f"model.arch={arch}", *OVERRIDES])
     torch.manual_seed(0)
-    train_set = build_action_dataset(cfg, "train")
-    val_set = build_action_dataset(cfg, "val")
+    train_set = build_action_dataset(cfg, "train", num_classes=cfg.model.num_classes)
+    val_set = build_action_dataset(cfg, "val", num_classes=cfg.model.num_classes)
     model = build_model(cfg.model)
     fc = {id(p) for p in model.classifier.parameters()}
     groups = [
@@ -49,13 +51,14 @@ def _train_and_evaluate(arch: str, root: Path) -> dict:
         {"params": [model.classifier.bias], "lr_mult": cfg.train.fc_bias_lr_mult},
     ]
     optimizer = torch.optim.SGD(groups, lr=LR, momentum=0.9, weight_decay=cfg.train.weight_decay)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=BATCH, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)
-    )
+    order = torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(0))
+    batches = ResumableBatchSampler(order, BATCH, drop_last=True)
+    # each item draws from its (seed, epoch, index) generator: new augmentations every epoch
+    loader = torch.utils.data.DataLoader(EpochSeededDataset(train_set, seed=0), batch_sampler=batches)
     total = EPOCHS * len(loader)
     step = 0
     for epoch in range(EPOCHS):
-        train_set.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         model.train()
         for batch in loader:
             for group in optimizer.param_groups:  # cosine schedule

@@ -177,7 +177,10 @@ def test_resnet_with_conv_replacement_trains(conv: str, arch, batch: int) -> Non
 @pytest.mark.parametrize("arch", [resnet18, resnet50])
 def test_resnet_with_highway_and_residual_attention_trains(arch, batch: int) -> None:
     model = arch(
-        base_width=8, residual="highway", stage_modules=[2, 3], stage_module_kwargs={"depth": [3, 2, 1, 1]}
+        base_width=8,
+        residual="highway",
+        stage_module=["none", "residual_attention", "residual_attention", "none"],
+        stage_module_kwargs={"depth": [3, 2, 1, 1]},
     )
     gates = [m for m in model.modules() if isinstance(m, Highway)]
     assert len(gates) == (8 if arch is resnet18 else 16)

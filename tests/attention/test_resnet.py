@@ -92,8 +92,9 @@ def test_plain_resnet18_trains_like_torchvision() -> None:
     ours = resnet18().train()
     ours.load_state_dict({k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")})
     x = torch.randn(2, 3, 32, 32)
-    tv_feats = torch.flatten(tv.avgpool(tv.layer4(tv.layer3(tv.layer2(tv.layer1(
-        tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))), 1)
+    tv_feats = torch.flatten(
+        tv.avgpool(tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))), 1
+    )
     feats = ours(x)
     torch.testing.assert_close(feats, tv_feats)
     g = torch.randn_like(feats)
@@ -174,6 +175,17 @@ def test_build_backbone_from_config(tmp_path) -> None:
     torch.testing.assert_close(model.conv1.weight, torch.load(path, weights_only=True)["conv1.weight"])
     with pytest.raises(ValueError, match="model.backbone: unknown attention 'bogus'"):
         build_backbone(BackboneConfig(depth=18, base_width=8, attention="bogus"))
+    staged = build_backbone(
+        BackboneConfig(
+            depth=18,
+            base_width=8,
+            stage_module=["none", "none", "residual_attention", "residual_attention"],
+            stage_module_kwargs={"depth": [3, 2, 2, 1]},
+        )
+    )
+    assert [(k, m.depth) for k, m in staged.stage_modules.items()] == [("layer3", 2), ("layer4", 1)]
+    with pytest.raises(ValueError, match="model.backbone: stage_module must be one name or a list of 4"):
+        build_backbone(BackboneConfig(depth=18, base_width=8, stage_module=["residual_attention"]))
 
 
 # ------------------------------------------------------------------------------ forward options
@@ -205,7 +217,7 @@ def test_frozen_bn_survives_train() -> None:
     assert model.conv1.weight.grad is not None and model.bn1.weight.grad is None
 
 
-# CBAM, SA: custom autograd nodes with inner graphs
+# CBAM: its own BN (statistics restored after recomputation); SA: GroupNorm
 @pytest.mark.parametrize("attention", ["se", "cbam", "sa"])
 def test_grad_checkpointing_same_outputs_grads_and_stats(attention: str) -> None:
     kwargs = {"attention": attention, "attention_kwargs": {"groups": "auto"} if attention == "sa" else {}}
@@ -235,8 +247,10 @@ def test_batch_size_one_training(attention: str) -> None:
     assert out.shape == (1, 256) and torch.isfinite(model.conv1.weight.grad).all()
 
 
-def test_channels_last_matches_contiguous() -> None:
-    model = resnet50(base_width=8, attention="cbam").eval()
+@pytest.mark.parametrize("attention", ["se", "eca", "cbam", "sa"])
+def test_channels_last_matches_contiguous(attention: str) -> None:
+    kwargs = {"groups": "auto"} if attention == "sa" else {}
+    model = resnet50(base_width=8, attention=attention, attention_kwargs=kwargs).eval()
     x = torch.randn(2, 3, 32, 32)
     ref = model(x)
     model = model.to(memory_format=torch.channels_last)
@@ -323,9 +337,13 @@ class _Scale(nn.Module):
 
 def test_residual_and_stage_modules(monkeypatch) -> None:
     monkeypatch.setitem(RESIDUALS, "half", _HalfResidual)
-    monkeypatch.setitem(STAGE_MODULES, "residual_attention", _Scale)
+    monkeypatch.setitem(STAGE_MODULES, "scale", _Scale)
     model = resnet18(
-        base_width=8, residual="half", residual_kwargs={"weight": [0.1, 0.2, 0.3, 0.4]}, stage_modules=[2, 3]
+        base_width=8,
+        residual="half",
+        residual_kwargs={"weight": [0.1, 0.2, 0.3, 0.4]},
+        stage_module=["none", "scale", "scale", "none"],
+        stage_module_kwargs={"scale": [5.0, 2.0, 2.0, 5.0]},
     ).eval()
     assert model.layer3[1].residual.weight == 0.3 and model.layer3[1].residual.channels == 32
     assert set(model.stage_modules) == {"layer2", "layer3"} and model.stage_modules["layer3"].channels == 32
@@ -341,8 +359,12 @@ def test_residual_and_stage_modules(monkeypatch) -> None:
     model.layer4.register_forward_pre_hook(lambda m, a: feats.setdefault("l4_in", a[0]))
     model(torch.randn(1, 3, 32, 32))
     torch.testing.assert_close(feats["l4_in"], 2.0 * feats["l3"])
-    with pytest.raises(ValueError, match="stage_modules must be stages 1..4"):
-        resnet18(base_width=8, stage_modules=[5])
+    assert len(resnet18(base_width=8, stage_module="scale").stage_modules) == 4  # one name: every stage
+    assert len(resnet18(base_width=8).stage_modules) == 0
+    with pytest.raises(ValueError, match="stage_module must be one name or a list of 4 names"):
+        resnet18(base_width=8, stage_module=["scale", "none"])
+    with pytest.raises(ValueError, match="unknown stage module 'bogus'; valid: none"):
+        resnet18(base_width=8, stage_module="bogus")
 
 
 def test_block_types_and_attention_position() -> None:
@@ -358,17 +380,33 @@ def test_block_types_and_attention_position() -> None:
     assert isinstance(model, ResNet) and not hasattr(model, "fc")
 
 
-def test_fused_gate_add_and_hooks() -> None:
-    model = resnet50(base_width=8, attention="cbam").eval()
+@pytest.mark.parametrize("attention", ["se", "eca", "cbam", "sa"])
+def test_block_with_gate_is_relu_of_gate_plus_identity(attention: str) -> None:
+    """Output and every gradient of a block equal ``relu(gate(bn3(conv3(...))) + identity)`` written out, and
+    a hook on the gate sees the gate's own output (the residual add does not write into it)."""
+    kwargs = {"groups": "auto"} if attention == "sa" else {}
+    model = resnet50(base_width=8, attention=attention, attention_kwargs=kwargs).double().train()
     with torch.no_grad():
         for p in model.parameters():  # CBAM's zero-init BN would hide a wrong spatial gate
             p.add_(torch.randn_like(p) * 0.05)
-    blk, x = model.layer2[1], torch.randn(1, 64, 4, 4)
-    out = blk.relu(blk.bn1(blk.conv1(x)))
-    out = blk.relu(blk.bn2(blk.conv2(out)))
-    expected = torch.relu(blk.attn(blk.bn3(blk.conv3(out))) + x)
-    torch.testing.assert_close(blk(x), expected)
+    blk = model.layer2[1]
+    x = torch.randn(2, 64, 4, 4, dtype=torch.float64)
+
+    def written_out(t: torch.Tensor) -> torch.Tensor:
+        out = blk.relu(blk.bn1(blk.conv1(t)))
+        out = blk.relu(blk.bn2(blk.conv2(out)))
+        return torch.relu(blk.attn(blk.bn3(blk.conv3(out))) + t)
+
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     seen = []
-    blk.attn.register_forward_hook(lambda m, a, o: seen.append(o.shape))
-    torch.testing.assert_close(blk(x), expected)  # hooked gate: unfused path, same result
-    assert seen == [(1, 64, 4, 4)]
+    blk.attn.register_forward_hook(lambda m, a, o: seen.append((a[0], o)))
+    out = blk(xa)
+    branch, gated = seen[0]
+    torch.testing.assert_close(gated, blk.attn(branch))
+    want = written_out(xb)
+    torch.testing.assert_close(out, want)
+    g, params = torch.randn_like(out), list(blk.parameters())
+    for got, expected in zip(
+        torch.autograd.grad(out, [xa, *params], g), torch.autograd.grad(want, [xb, *params], g), strict=True
+    ):
+        torch.testing.assert_close(got, expected)

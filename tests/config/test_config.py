@@ -1,4 +1,4 @@
-"""The config contract of DESIGN.md: YAML, _base_ inheritance, dotted overrides, typed schema."""
+"""The config contract: YAML, _base_ inheritance, dotted overrides, typed schema."""
 
 from pathlib import Path
 
@@ -18,9 +18,21 @@ def write(path: Path, text: str) -> Path:
 
 def test_defaults_have_the_required_keys(tmp_path):
     cfg = load_config(write(tmp_path / "empty.yaml", ""))
-    for key in ("work_dir", "seed", "device", "model.num_classes", "data.root", "data.train.ann_file",
-                "data.val.ann_file", "data.test.ann_file", "train.epochs", "train.batch_size", "train.lr",
-                "data.num_workers", "eval.protocol"):
+    for key in (
+        "work_dir",
+        "seed",
+        "device",
+        "model.num_classes",
+        "data.root",
+        "data.train.ann_file",
+        "data.val.ann_file",
+        "data.test.ann_file",
+        "train.epochs",
+        "train.batch_size",
+        "train.lr",
+        "data.num_workers",
+        "eval.protocol",
+    ):
         assert key in cfg, key
     assert cfg.device == "auto"
 
@@ -56,7 +68,9 @@ def test_int_is_accepted_for_float_but_not_the_reverse(tmp_path):
         ("device=gpu", "'device' got 'gpu'; valid choices: 'auto', 'cpu', 'cuda'"),
         ("model.backbone.depth=51", "'model.backbone.depth' got 51; valid choices: 18, 34, 50, 101"),
         ("train.amp=yes please", "'train.amp' must be true or false"),
-        ("model.temporal.dilations=[1, x]", "'model.temporal.dilations[1]' must be an integer"),
+        ("model.temporal_stages=[1, x]", "'model.temporal_stages[1]' must be an integer"),
+        ("model.temporal_kwargs=3", "'model.temporal_kwargs' must be a mapping"),
+        ("model.arch=3", "'model.arch' must be a string"),
         ("train=3", "'train' must be a mapping"),
         ("notakeyvalue", "not of the form KEY=VALUE"),
     ],
@@ -66,6 +80,44 @@ def test_bad_keys_and_types_name_the_key(tmp_path, override, message):
     with pytest.raises(ConfigError) as info:
         load_config(path, [override])
     assert message in str(info.value)
+
+
+def test_temporal_kwargs_keys_are_overridable_one_by_one(tmp_path):
+    path = write(tmp_path / "c.yaml", "model:\n  arch: tanet\n  temporal_kwargs: {alpha: 1, beta: 2}\n")
+    cfg = load_config(path, ["model.temporal_kwargs.kernel_size=5", "model.temporal_kwargs.beta=8"])
+    assert cfg.model.temporal_kwargs == {"alpha": 1, "beta": 8, "kernel_size": 5}
+    # a key absent from every file, and a whole mapping replacing the file's
+    cfg = load_config(write(tmp_path / "d.yaml", ""), ["model.temporal_kwargs.dilations=[1, 2]"])
+    assert cfg.model.temporal_kwargs == {"dilations": [1, 2]}
+    cfg = load_config(path, ["model.temporal_kwargs={kernel_size: 5}"])
+    assert cfg.model.temporal_kwargs == {"kernel_size": 5}
+    # a child file's temporal_kwargs merge into its base's
+    child = write(tmp_path / "child.yaml", "_base_: c.yaml\nmodel:\n  temporal_kwargs: {kernel_size: 5}\n")
+    assert load_config(child).model.temporal_kwargs == {"alpha": 1, "beta": 2, "kernel_size": 5}
+
+
+def test_arch_is_checked_by_the_model_builder_against_the_registries(tmp_path):
+    from video_attn.models import ACTION_ARCHS, REID_ARCHS, build_model
+
+    cfg = load_config(write(tmp_path / "c.yaml", ""), ["model.arch=tanett"])  # any string loads
+    with pytest.raises(ValueError) as info:
+        build_model(cfg.model)
+    assert str(info.value).startswith("model.arch='tanett' is not a registered model")
+    assert all(name in str(info.value) for name in ACTION_ARCHS + REID_ARCHS)
+
+
+def test_every_shipped_config_sets_valid_temporal_kwargs():
+    from video_attn.models.temporal.registry import (
+        ACTION_TEMPORAL_MODULES,
+        REID_TEMPORAL_MODULES,
+        check_temporal_kwargs,
+    )
+
+    registry = {**ACTION_TEMPORAL_MODULES, **REID_TEMPORAL_MODULES}
+    for path in sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "_base_" not in p.parts):
+        model = load_config(path).model
+        supplied = ("in_channels", "num_segments")  # set by the model builders, never by the config
+        check_temporal_kwargs(model.arch, registry[model.arch], model.temporal_kwargs, supplied)
 
 
 def test_unknown_key_in_a_file_is_named(tmp_path):

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from video_attn.config.schema import Config
+from video_attn.data.build import EpochSeededDataset
 from video_attn.data.datasets.action_base import ActionDataset, VideoRecord
 from video_attn.data.datasets.action_build import build_action_dataset
 from video_attn.data.datasets.frame_list import FrameListDataset
@@ -22,7 +23,7 @@ from video_attn.data.datasets.kinetics import KineticsDataset
 from video_attn.data.datasets.sthv2 import SthV2Dataset
 from video_attn.data.datasets.video_list import VideoListDataset
 from video_attn.data.decoders import open_video
-from video_attn.data.sampling import SegmentSampler
+from video_attn.data.frame_sampling import SegmentSampler
 from video_attn.data.transforms import build_clip_transform
 
 
@@ -96,6 +97,7 @@ def test_train_replaces_undecodable_videos(video_dir, tmp_path, caplog):
     assert "garbage.mp4" in caplog.text
     assert item["valid"] and item["num_failed"] >= 1 and item["index"] != 2
     assert item["label"] == ds.records[item["index"]].label
+    assert item["path"] == ds.records[item["index"]].path
     assert item["clip"].shape == (4, 3, 32, 32)
     assert ds.num_failed == item["num_failed"]
     truncated = ds[3]  # damaged tail: decord refuses it, PyAV decodes with clamping
@@ -113,6 +115,11 @@ def test_eval_flags_undecodable_videos(video_dir, tmp_path):
         assert item["clip"].shape == good["clip"].shape and not item["clip"].any()
     batch = next(iter(DataLoader(ds, batch_size=3)))
     assert batch["valid"].tolist() == [True, False, False] and batch["clip"].shape == (3, 6, 4, 3, 36, 36)
+    # every batch carries its metadata (the evaluator reads it from there)
+    assert batch["index"].tolist() == [0, 1, 2] and batch["label"].tolist() == [0, 1, 2]
+    assert batch["num_failed"].tolist() == [0, 1, 1]
+    names = ("good.mp4", "garbage.mp4", "truncated_moov.mp4")
+    assert batch["path"] == [os.path.join(str(video_dir), name) for name in names]
 
 
 def test_bounded_retries_then_clear_error(video_dir, tmp_path):
@@ -129,23 +136,33 @@ def test_multi_view_item_equals_manual_pipeline(video_dir):
     ds = ActionDataset([record], sampler, transform, replace_failed=False)
     item = ds[0]
     with open_video(video_dir / "good.mp4") as reader:
-        indices = sampler(len(reader), None)
-        views = [transform(reader.get_frames(clip), 1)[0] for clip in indices]  # each (3 crops, T, C, H, W)
+        indices = sampler(len(reader), np.random.default_rng(0))
+        # each (3 crops, T, C, H, W)
+        views = [transform(reader.get_frames(clip), 1, np.random.default_rng(0))[0] for clip in indices]
     expected = torch.cat(views)  # clip-major: clip 0 crops 0..2, then clip 1
     torch.testing.assert_close(item["clip"], expected, rtol=0, atol=0)
 
 
-def test_item_randomness_is_reproducible_and_worker_independent(video_dir, tmp_path):
+def test_item_randomness_comes_from_the_given_generator(video_dir, tmp_path):
     ann = write_list(tmp_path / "list.txt", ["good.mp4 0", "other.mp4 1", "short.mp4 2"])
     ds = VideoListDataset(ann, str(video_dir), SegmentSampler(4), transform_for("train"), seed=3)
-    first = [ds[i]["clip"] for i in range(3)]
+    def clip(i, *seed):
+        return ds.load(i, np.random.default_rng(list(seed)))["clip"]
+
+    first = [clip(i, 7, i) for i in range(3)]
+    torch.manual_seed(1)  # the global RNGs play no part
+    np.random.seed(1)
     for i in range(3):
-        torch.testing.assert_close(ds[i]["clip"], first[i], rtol=0, atol=0)
-    ds.set_epoch(1)
-    assert not torch.equal(ds[0]["clip"], first[0])
-    ds.set_epoch(0)
-    loaded = next(iter(DataLoader(ds, batch_size=3, num_workers=2)))
-    torch.testing.assert_close(loaded["clip"], torch.stack(first), rtol=0, atol=0)
+        torch.testing.assert_close(clip(i, 7, i), first[i], rtol=0, atol=0)
+    assert not torch.equal(clip(0, 8, 0), first[0])
+    torch.testing.assert_close(ds[1]["clip"], clip(1, 3, 1), rtol=0, atol=0)  # ds[i]: generator (seed, i)
+    # through the loader's wrapper: a function of (seed, epoch, index), the same in worker processes
+    seeded = EpochSeededDataset(ds, seed=5)
+    keys = [(2, 0), (2, 1), (2, 2)]
+    in_main = torch.stack([seeded[k]["clip"] for k in keys])
+    in_workers = next(iter(DataLoader(seeded, batch_sampler=[keys], num_workers=2)))["clip"]
+    torch.testing.assert_close(in_workers, in_main, rtol=0, atol=0)
+    assert not torch.equal(seeded[(3, 0)]["clip"], in_main[0])
 
 
 def test_frame_list_dataset(frame_dir, tmp_path, caplog):
@@ -263,26 +280,26 @@ def test_build_action_dataset_video_list(video_dir, tmp_path):
     cfg.data.root = str(tmp_path)
     cfg.data.train.ann_file, cfg.data.val.ann_file = "train.txt", "val.txt"  # found under data.root
     cfg.data.test.ann_file, cfg.data.test.num_clips = "val.txt", 2
-    train = build_action_dataset(cfg, "train")
+    train = build_action_dataset(cfg, "train", num_classes=3)
     assert len(train) == 3 and train.replace_failed  # label 3 >= num_classes dropped
     assert train[0]["clip"].shape == (4, 3, 32, 32)
-    val = build_action_dataset(cfg, "val")
+    val = build_action_dataset(cfg, "val", num_classes=3)
     assert not val.replace_failed and val.sampler.mode == "center"
     assert val[0]["clip"].shape == (4, 3, 32, 32) and not val[1]["valid"]
-    test = build_action_dataset(cfg, "test")
+    test = build_action_dataset(cfg, "test", num_classes=3)
     assert test[0]["clip"].shape == (6, 4, 3, 36, 36)
     cfg.data.strict = True
     with pytest.raises(ValueError, match="train.txt:4"):
-        build_action_dataset(cfg, "train")
+        build_action_dataset(cfg, "train", num_classes=3)
     with pytest.raises(ValueError, match="valid: train, val, test"):
-        build_action_dataset(cfg, "query")
+        build_action_dataset(cfg, "query", num_classes=3)
     cfg.data.format = "mars"
     with pytest.raises(ValueError, match="not an action format"):
-        build_action_dataset(cfg, "train")
+        build_action_dataset(cfg, "train", num_classes=3)
     cfg.data.format = "video_list"
     cfg.data.val.ann_file = None
     with pytest.raises(ValueError, match="data.val.ann_file is not set"):
-        build_action_dataset(cfg, "val")
+        build_action_dataset(cfg, "val", num_classes=3)
 
 
 def test_build_action_dataset_kinetics_and_sthv2(video_dir, tmp_path):
@@ -290,17 +307,14 @@ def test_build_action_dataset_kinetics_and_sthv2(video_dir, tmp_path):
     cfg = small_cfg()
     cfg.data.format, cfg.data.root = "kinetics", str(tmp_path / "k400")
     cfg.data.train.ann_file, cfg.data.val.ann_file = "train.csv", "val.csv"
-    val = build_action_dataset(cfg, "val")
+    val = build_action_dataset(cfg, "val", num_classes=3)
     # class indices come from the training CSV (val.csv alone has only "zumba")
     assert val.class_names == ["abseiling", "air drumming", "zumba"] and val.labels == [2]
     sthv2_layout(tmp_path / "ssv2")
     cfg.data.format, cfg.data.root = "sthv2", str(tmp_path / "ssv2" / "videos")
     cfg.data.train.ann_file = str(tmp_path / "ssv2" / "labels" / "something-something-v2-train.json")
     cfg.data.flip_label_map = {1: 2}
-    train = build_action_dataset(cfg, "train")
+    train = build_action_dataset(cfg, "train", num_classes=3)
     assert train.labels == [1, 0]
-    labels = set()
-    for epoch in range(12):
-        train.set_epoch(epoch)
-        labels.add(train[0]["label"])
+    labels = {train.load(0, np.random.default_rng(epoch))["label"] for epoch in range(12)}
     assert labels == {1, 2}  # the flip swaps 1 <-> 2 about half the time

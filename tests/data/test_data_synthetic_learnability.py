@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from video_attn.data.datasets.video_list import VideoListDataset
-from video_attn.data.sampling import SegmentSampler
+from video_attn.data.frame_sampling import SegmentSampler
 from video_attn.data.synthetic.action import make_action_dataset
 from video_attn.data.transforms import ClipTransform, Normalize, Resize
 

@@ -71,13 +71,18 @@ def test_temporal_order_kept_and_deterministic(crop):
     torch.testing.assert_close(out, again, rtol=0, atol=0)
 
 
-def test_rng_none_follows_torch_seed():
-    data = make_cfg("random_multiscale")
+def test_randomness_comes_from_the_given_generator_only():
+    data = make_cfg("random_multiscale", random_erasing=0.5)
     transform = build_clip_transform(data, data.train, train=True)
     torch.manual_seed(5)
-    a, _ = transform(copies(seed=1))
-    torch.manual_seed(5)
-    b, _ = transform(copies(seed=1))
+    np.random.seed(5)
+    states = (torch.get_rng_state(), np.random.get_state()[1].copy())
+    a, _ = transform(copies(seed=1), 0, np.random.default_rng(11))
+    assert torch.equal(torch.get_rng_state(), states[0])  # global RNGs neither read nor consumed
+    assert np.array_equal(np.random.get_state()[1], states[1])
+    torch.manual_seed(6)
+    np.random.seed(6)
+    b, _ = transform(copies(seed=1), 0, np.random.default_rng(11))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -147,7 +152,8 @@ def test_flip_label_map_in_built_transform_agrees_with_pixels():
     data = make_cfg("center", flip_label_map={0: 1})
     transform = build_clip_transform(data, data.train, train=True)
     frames = copies(seed=2)
-    plain, _ = build_clip_transform(make_cfg("center", flip=False), data.train, train=True)(frames, 0)
+    no_flip = build_clip_transform(make_cfg("center", flip=False), data.train, train=True)
+    plain, _ = no_flip(frames, 0, np.random.default_rng(0))
     labels = set()
     for seed in range(20):
         out, label = transform(frames, 0, np.random.default_rng(seed))
@@ -197,11 +203,11 @@ def test_random_erasing_one_box_for_all_frames():
 def test_eval_transforms_shapes_and_metadata(crop, shape):
     data = make_cfg(crop)
     transform = build_clip_transform(data, data.val, train=False)
-    out, label = transform(distinct(4, 40, 64), 3)
+    out, label = transform(distinct(4, 40, 64), 3, np.random.default_rng(0))
     assert tuple(out.shape) == shape and label == 3
     assert transform.num_crops == (shape[0] if len(shape) == 5 else 1)
     assert transform.output_size == tuple(shape[-2:])
-    again, _ = transform(distinct(4, 40, 64), 3)
+    again, _ = transform(distinct(4, 40, 64), 3, np.random.default_rng(1))
     torch.testing.assert_close(out, again, rtol=0, atol=0)  # no randomness at eval
 
 
@@ -217,12 +223,12 @@ def test_build_rejects_inconsistent_modes():
         build_clip_transform(data, data.val, train=False)
     data = make_cfg("center", input_size=(64, 64), scale_size=32)
     with pytest.raises(ValueError, match="larger than the frame"):
-        build_clip_transform(data, data.val, train=False)(distinct(), None)
+        build_clip_transform(data, data.val, train=False)(distinct(), None, np.random.default_rng(0))
 
 
 def test_clip_transform_rejects_bad_frames():
     transform = ClipTransform([Normalize()])
     with pytest.raises(ValueError, match="uint8"):
-        transform(np.zeros((2, 8, 8, 3), np.float32))
-    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
-        transform(np.zeros((8, 8, 3), np.uint8))
+        transform(np.zeros((2, 8, 8, 3), np.float32), None, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"expected frames of shape \(T, H, W, 3\), got \(8, 8, 3\)"):
+        transform(np.zeros((8, 8, 3), np.uint8), None, np.random.default_rng(0))

@@ -1,8 +1,9 @@
 """Helpers of the engine tests: tiny configs, stand-in datasets, running the tools in a subprocess.
 
-The stand-ins follow the dataset item contract (DESIGN.md) and draw their "augmentation" from NumPy's global
-RNG, which the loader seeds per item from (seed, epoch, index); the real builders are used by the end-to-end
-tests through ``tools/make_synthetic.py``.
+The stand-ins follow the dataset item contract (a dict with ``clip``, ``label``, ``index``, ``valid``,
+``num_failed``, ``path``) and draw their "augmentation" from the generator the loader hands to ``load(index,
+rng)``, seeded from (seed, epoch, index); the real builders are used by the end-to-end tests through
+``tools/make_synthetic.py``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _merge(dst: dict, src: dict) -> None:
 
 
 class StandInClips(Dataset):
-    """Action items ``{"clip" (T,3,S,S), "label", "index", "valid", "num_failed"}`` with random pixels."""
+    """Action items ``{"clip" (T,3,S,S), "label", "index", "valid", "num_failed", "path"}``, random pixels."""
 
     def __init__(self, n: int = 10, num_classes: int = 3, frames: int = 2, size: int = 32) -> None:
         self.n, self.num_classes, self.frames, self.size = n, num_classes, frames, size
@@ -76,12 +77,21 @@ class StandInClips(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, index: int) -> dict:
-        # Pixels depend on the item, the "augmentation" on the per-item seeded global RNG.
+    def load(self, index: int, rng: np.random.Generator) -> dict:
+        # Pixels depend on the item, the "augmentation" on the item's generator.
         base = np.random.default_rng(index).random((self.frames, 3, self.size, self.size), dtype=np.float32)
-        jitter = np.float32(np.random.rand())
-        clip = torch.from_numpy(base + jitter)
-        return {"clip": clip, "label": self.labels[index], "index": index, "valid": True, "num_failed": 0}
+        clip = torch.from_numpy(base + np.float32(rng.random()))
+        return {
+            "clip": clip,
+            "label": self.labels[index],
+            "index": index,
+            "valid": True,
+            "num_failed": 0,
+            "path": f"video_{index}.mp4",
+        }
+
+    def __getitem__(self, index: int) -> dict:
+        return self.load(index, np.random.default_rng(0))
 
 
 class MeanModel(nn.Module):
@@ -158,7 +168,7 @@ def reid_config(root: Path, work_dir: Path, **sections) -> Config:
             "num_segments": 4,
             "dropout": 0.0,
             "backbone": {"last_stride": 1},
-            "temporal": {"embed_dim": 16},
+            "temporal_kwargs": {"embed_dim": 16},
         },
         "data": {
             "format": "mars",

@@ -15,8 +15,8 @@ import pytest
 import torch
 from engine_testkit import REPO, action_config, python_tool, reid_config, run_tool, write_config
 
+from video_attn.apis import evaluate, extract_features, train
 from video_attn.engine.checkpoint import load_checkpoint
-from video_attn.engine.runner import evaluate, extract_features, train
 
 ACTION_KEYS = {"top1", "top5", "mean_class_accuracy", "num_videos"}
 REID_KEYS = {

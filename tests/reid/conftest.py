@@ -89,8 +89,18 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# small temporal modules per ReID arch (model.temporal_kwargs) for the tiny configs
+TINY_TEMPORAL_KWARGS: dict[str, dict] = {
+    "gltr": {"embed_dim": 16},
+    "temporal_pool": {},
+    "temporal_attention": {"spatial_kernel": [2, 1]},
+    "gru": {"hidden_dim": 16},
+}
+
+
 def tiny_reid_config(root: Path | str = "data", **model_overrides) -> Config:
-    """A Config with a tiny ResNet-18 (base_width 8) GLTR on 32x16 frames."""
+    """A Config with a tiny ResNet-18 (base_width 8) on 32x16 frames: GLTR unless ``arch`` is overridden,
+    with the arch's small temporal module of :data:`TINY_TEMPORAL_KWARGS`."""
     cfg = Config()
     cfg.task = "reid"
     cfg.data.format = "mars"
@@ -106,11 +116,10 @@ def tiny_reid_config(root: Path | str = "data", **model_overrides) -> Config:
     cfg.model.backbone.depth = 18
     cfg.model.backbone.base_width = 8
     cfg.model.backbone.last_stride = 1
-    cfg.model.temporal.embed_dim = 16
-    cfg.model.temporal.attention_kernel = [2, 1]
-    cfg.model.temporal.rnn_hidden = 16
     for key, value in model_overrides.items():
         setattr(cfg.model, key, value)
+    if "temporal_kwargs" not in model_overrides:
+        cfg.model.temporal_kwargs = dict(TINY_TEMPORAL_KWARGS[cfg.model.arch])
     return cfg
 
 
@@ -118,5 +127,9 @@ def tiny_reid_config(root: Path | str = "data", **model_overrides) -> Config:
 def reid_helpers() -> SimpleNamespace:
     """The helpers above for test modules (conftest is not importable under --import-mode=importlib)."""
     return SimpleNamespace(
-        mars_info=MARS_INFO, mars_names=mars_names, write_names=write_names, tiny_reid_config=tiny_reid_config
+        mars_info=MARS_INFO,
+        mars_names=mars_names,
+        write_names=write_names,
+        tiny_reid_config=tiny_reid_config,
+        tiny_temporal_kwargs=TINY_TEMPORAL_KWARGS,
     )

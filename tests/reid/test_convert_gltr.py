@@ -1,5 +1,6 @@
-"""Import of official GLTR checkpoints: a reference module in the official layout (written here from the
-facts in REFERENCE.md section 2) must give the same embedding and logits as the converted model."""
+"""Import of official GLTR checkpoints: a reference module in the official layout (ljn114514/GLTR: backbone
+keys at top level, ``feat`` embedding, ``feat1..3`` DTP convs as Conv2d(1, E, (3, E)), ``Nonlocal_block0``,
+``feat_bn``, ``classifier``) must give the same embedding and logits as the converted model."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def official_and_cfg(reid_helpers):
     torch.manual_seed(0)
     cfg = reid_helpers.tiny_reid_config()
     backbone = build_backbone(cfg.model.backbone)
-    official = OfficialGLTR(backbone, cfg.model.num_classes, cfg.model.temporal.embed_dim)
+    official = OfficialGLTR(backbone, cfg.model.num_classes, cfg.model.temporal_kwargs["embed_dim"])
     with torch.no_grad():  # non-trivial values everywhere (TSA not the identity, BN stats not defaults)
         for name, p in official.named_parameters():
             if not name.startswith(("conv1", "bn1", "layer")):

@@ -150,7 +150,7 @@ def test_temporal_attention_matches_reference(normalize: str) -> None:
     pooled = maps.mean((2, 3)).view(b, t, c)
     torch.testing.assert_close(out, (pooled * w.unsqueeze(-1)).sum(1), rtol=1e-5, atol=1e-6)
     assert sum(p.numel() for p in m.parameters()) == c * mid * 6 + mid + mid * 3 + 1
-    with pytest.raises(ValueError, match="attention_kernel"):
+    with pytest.raises(ValueError, match="model.temporal_kwargs.spatial_kernel"):
         m.frame_features(torch.randn(2, c, 2, 2))
 
 

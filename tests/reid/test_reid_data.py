@@ -13,15 +13,18 @@ import pytest
 import scipy.io
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from video_attn.data.batch_samplers import RandomIdentitySampler, build_identity_sampler
+from video_attn.data.build import EpochSeededDataset
 from video_attn.data.datasets import mars as mars_mod
 from video_attn.data.datasets.dukev import load_dukev_split
 from video_attn.data.datasets.ilidsvid import load_ilidsvid_split
 from video_attn.data.datasets.mars import load_mars
 from video_attn.data.datasets.prid import load_prid_split
 from video_attn.data.datasets.reid_build import build_reid_dataset
-from video_attn.data.datasets.tracklets import AllClipsSampler, TrackletDataset, TrackletIndex
-from video_attn.data.identity_sampler import RandomIdentitySampler, build_identity_sampler
+from video_attn.data.datasets.tracklets import TrackletDataset, TrackletIndex
+from video_attn.data.frame_sampling import AllClipsSampler, RandomFramesSampler
 
 
 # ------------------------------------------------------------------------------------ real MARS metadata
@@ -128,7 +131,8 @@ def test_build_reid_dataset_on_real_subset(real_subset_root: Path, reid_helpers)
     assert train.num_ids == len(np.unique(train.orig_pids))
     assert train.pids.min() == 0 and train.pids.max() == train.num_ids - 1
     item = train[0]
-    assert set(item) == {"clip", "pid", "camid", "index", "valid", "num_failed"}
+    assert set(item) == {"clip", "pid", "camid", "index", "valid", "num_failed", "path"}
+    assert item["path"] == str(train.index.frame_path(0, 0)) == train.paths[0]
     assert item["clip"].shape == (4, 3, 32, 16) and item["clip"].dtype == torch.float32
     assert item["valid"] and item["num_failed"] == 0
     query = build_reid_dataset(cfg, "query")
@@ -197,8 +201,14 @@ def _index_with_images(tmp_path: Path, lengths=(3, 5, 2), broken: int | None = N
     return TrackletIndex.from_lists(tmp_path, tracklets, pids=pids, camids=camids)
 
 
-def _raw_transform(frames: np.ndarray, label=None):
+def _raw_transform(frames: np.ndarray, label, rng):
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float(), label
+
+
+def _jitter_transform(frames: np.ndarray, label, rng):
+    """The raw frames plus one random offset per clip (stands in for a random augmentation)."""
+    clip, label = _raw_transform(frames, label, rng)
+    return clip + float(rng.random()), label
 
 
 def test_tracklet_dataset_reads_sampled_frames_in_order(tmp_path: Path) -> None:
@@ -209,6 +219,33 @@ def test_tracklet_dataset_reads_sampled_frames_in_order(tmp_path: Path) -> None:
     values = item["clip"][:, :, 0, 0, 0]
     np.testing.assert_array_equal(values.numpy(), [[10, 11], [12, 13], [14, 14]])
     assert item["pid"] == 4 and item["camid"] == 2 and item["index"] == 1
+    assert item["path"] == str(tmp_path / "t1" / "f000.png")
+
+
+def test_batches_carry_the_reid_metadata(tmp_path: Path) -> None:
+    index = _index_with_images(tmp_path, lengths=(3, 5, 2), broken=2)  # both frames of tracklet 2 are read
+    ds = TrackletDataset(index, RandomFramesSampler(2), _raw_transform, input_size=(8, 4))
+    batch = next(iter(DataLoader(EpochSeededDataset(ds, seed=0), batch_size=3)))
+    assert batch["pid"].tolist() == [3, 4, 3] and batch["camid"].tolist() == [1, 2, 1]
+    assert batch["index"].tolist() == [0, 1, 2] and batch["valid"].tolist() == [True, True, False]
+    assert batch["num_failed"].tolist() == [0, 0, 1]
+    assert batch["path"] == [str(tmp_path / f"t{t}" / "f000.png") for t in range(3)]
+
+
+def test_item_randomness_comes_from_the_given_generator(tmp_path: Path) -> None:
+    index = _index_with_images(tmp_path, lengths=(3, 9, 4))
+    ds = TrackletDataset(index, RandomFramesSampler(4), _jitter_transform, input_size=(8, 4), seed=2)
+    first = ds.load(1, np.random.default_rng(7))["clip"]
+    torch.manual_seed(1)  # the global RNGs play no part
+    np.random.seed(1)
+    torch.testing.assert_close(ds.load(1, np.random.default_rng(7))["clip"], first, rtol=0, atol=0)
+    draws = {tuple(ds.load(1, np.random.default_rng(s))["clip"][:, 0, 0, 0].tolist()) for s in range(6)}
+    assert len(draws) > 1  # frames and jitter follow the generator
+    plain = ds.load(1, np.random.default_rng([2, 1]))["clip"]
+    torch.testing.assert_close(ds[1]["clip"], plain, rtol=0, atol=0)  # ds[i]: generator (seed, i)
+    seeded = EpochSeededDataset(ds, seed=5)
+    in_workers = next(iter(DataLoader(seeded, batch_sampler=[[(3, 0), (3, 1)]], num_workers=2)))["clip"]
+    torch.testing.assert_close(in_workers[1], seeded[(3, 1)]["clip"], rtol=0, atol=0)
 
 
 def test_eval_item_with_bad_frame_is_invalid_zero_clip(tmp_path: Path) -> None:
@@ -224,10 +261,11 @@ def test_eval_item_with_bad_frame_is_invalid_zero_clip(tmp_path: Path) -> None:
 def test_train_item_with_bad_frame_is_replaced(tmp_path: Path) -> None:
     index = _index_with_images(tmp_path, broken=1)
     ds = TrackletDataset(index, AllClipsSampler(2), _raw_transform, replace_failed=True, input_size=(8, 4))
-    np.random.seed(0)
-    item = ds[1]
+    item = ds.load(1, np.random.default_rng(0))
     assert item["valid"] and item["num_failed"] >= 1 and item["index"] != 1
     assert item["pid"] == int(index.pids[item["index"]])
+    assert item["path"] == str(index.frame_path(item["index"], 0))
+    assert ds.load(1, np.random.default_rng(0))["index"] == item["index"]  # the replacement follows the rng
 
 
 def test_train_all_broken_raises_clear_error(tmp_path: Path) -> None:
@@ -379,7 +417,7 @@ def test_synthetic_dataset_matches_mars_format(synthetic_root: Path, reid_helper
 def test_multi_crop_transform_is_a_config_error_not_a_bad_file(tmp_path: Path) -> None:
     index = _index_with_images(tmp_path)
 
-    def three_crop(frames, label=None):
+    def three_crop(frames, label, rng):
         return torch.zeros(3, len(frames), 3, 8, 4), label
 
     ds = TrackletDataset(index, AllClipsSampler(2), three_crop, input_size=(8, 4))

@@ -25,10 +25,9 @@ def tiny_cfg(reid_helpers):
 
 
 @pytest.mark.parametrize("arch,head", ARCHS)
-def test_train_and_eval_outputs(tiny_cfg, arch: str, head: str) -> None:
+def test_train_and_eval_outputs(reid_helpers, arch: str, head: str) -> None:
     torch.manual_seed(0)
-    tiny_cfg.model.arch, tiny_cfg.model.head = arch, head
-    model = build_model(tiny_cfg.model)
+    model = build_model(reid_helpers.tiny_reid_config(arch=arch, head=head).model)
     assert isinstance(model, ReIDModel)
     x = torch.randn(2, 3, 3, 32, 16)
     model.train()
@@ -45,10 +44,9 @@ def test_train_and_eval_outputs(tiny_cfg, arch: str, head: str) -> None:
 
 
 @pytest.mark.parametrize("arch", ["gltr", "temporal_attention"])
-def test_chunked_eval_equals_one_pass(tiny_cfg, arch: str) -> None:
+def test_chunked_eval_equals_one_pass(reid_helpers, arch: str) -> None:
     torch.manual_seed(1)
-    tiny_cfg.model.arch = arch
-    model = build_model(tiny_cfg.model).eval()
+    model = build_model(reid_helpers.tiny_reid_config(arch=arch).model).eval()
     x = torch.randn(2, 7, 3, 32, 16)
     with torch.no_grad():
         model.frame_chunk = 1000
@@ -106,6 +104,42 @@ def test_bnneck_strong_baseline_facts() -> None:
     assert torch.equal(BNNeck(16, 10, test_feature="before").eval()(f), f)
 
 
+def test_temporal_kwargs_reach_the_module(reid_helpers) -> None:
+    kwargs = {"embed_dim": 8, "dilations": [1, 2], "num_tsa_blocks": 2}
+    cfg = reid_helpers.tiny_reid_config(temporal_kwargs=kwargs)
+    gltr = build_model(cfg.model).temporal
+    assert (gltr.embed_dim, gltr.dilations, len(gltr.tsa), gltr.out_channels) == (8, (1, 2), 2, 24)
+    cfg = reid_helpers.tiny_reid_config(arch="gru", temporal_kwargs={"cell": "lstm", "hidden_dim": 12})
+    rnn = build_model(cfg.model).temporal.rnn
+    assert isinstance(rnn, nn.LSTM) and rnn.hidden_size == 12
+    cfg = reid_helpers.tiny_reid_config(
+        arch="temporal_attention", temporal_kwargs={"spatial_kernel": [2, 1], "normalize": "sigmoid"}
+    )
+    assert build_model(cfg.model).temporal.normalize == "sigmoid"
+    # absent options keep the official defaults: GLTR 128-d embedding, dilations 1, 2, 3, one TSA block
+    gltr = build_model(reid_helpers.tiny_reid_config(temporal_kwargs={}).model).temporal
+    assert (gltr.embed_dim, gltr.dilations, len(gltr.tsa)) == (128, (1, 2, 3), 1)
+
+
+def test_bad_arch_and_temporal_kwargs_are_one_line_errors(reid_helpers) -> None:
+    cfg = reid_helpers.tiny_reid_config(temporal_kwargs={"embed_dim": 16, "rnn_hidden": 16})
+    with pytest.raises(
+        ValueError,
+        match=r"^model.temporal_kwargs: unknown key\(s\) rnn_hidden for model.arch=gltr \(GLTR\); "
+        r"valid keys: embed_dim, dilations, num_tsa_blocks$",
+    ):
+        build_model(cfg.model)
+    cfg = reid_helpers.tiny_reid_config(arch="temporal_pool", temporal_kwargs={"embed_dim": 16})
+    with pytest.raises(ValueError, match=r"\(TemporalAvgPool\); valid keys: \(none\)$"):
+        build_model(cfg.model)
+    cfg = reid_helpers.tiny_reid_config(arch="gru", temporal_kwargs={"cell": "rnn"})
+    with pytest.raises(ValueError, match=r"temporal_kwargs for model.arch=gru \(RecurrentPool\): .*lstm"):
+        build_model(cfg.model)
+    cfg = reid_helpers.tiny_reid_config(arch="tsm_reid", temporal_kwargs={})
+    with pytest.raises(ValueError, match="model.arch='tsm_reid' is not a registered model; valid: .* gltr"):
+        build_model(cfg.model)
+
+
 def test_bad_inputs_are_clear(tiny_cfg) -> None:
     model = build_model(tiny_cfg.model)
     with pytest.raises(ValueError, match=r"\(N, T, 3, H, W\)"):
@@ -143,5 +177,5 @@ def test_synthetic_config_builds_small_model() -> None:
     with torch.no_grad():
         assert model(torch.randn(1, 3, 3, *cfg.data.input_size)).shape == (
             1,
-            4 * cfg.model.temporal.embed_dim,
+            4 * cfg.model.temporal_kwargs["embed_dim"],
         )

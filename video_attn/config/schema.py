@@ -81,48 +81,30 @@ class BackboneConfig(Section):
     residual: Literal["standard", "highway"] = "standard"
     # options of the residual module (e.g. highway gate bias); 4-entry lists are per stage
     residual_kwargs: dict[str, Any] = field(default_factory=dict)
-    # stage-level modules (residual attention) after these stages (1..4)
-    residual_attention_stages: list[int] = field(default_factory=list)
-    # options of the residual attention module; 4-entry lists are per stage
-    residual_attention_kwargs: dict[str, Any] = field(default_factory=dict)
+    # module after each stage (residual_attention): one name for all stages or one per stage (4 names)
+    stage_module: str | list[str] = "none"
+    # options of the stage module; 4-entry lists are per stage
+    stage_module_kwargs: dict[str, Any] = field(default_factory=dict)
     frozen_bn: bool = False
     grad_checkpointing: bool = False
 
 
 @dataclass
-class TemporalConfig(Section):
-    """Temporal modelling of action models (TAM / TSM) and of ReID models (GLTR and baselines)."""
-
-    # action: where TAM / TSM modules go
-    stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    every: int = 1  # every n-th block of each chosen stage
-    alpha: int = 2  # TAM global branch expansion
-    beta: int = 4  # TAM local branch reduction
-    kernel_size: int = 3  # TAM adaptive kernel size K
-    shift_div: int = 8  # TSM: 1/shift_div of the channels shift each way
-    # ReID: GLTR
-    embed_dim: int = 128
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 3])
-    num_tsa_blocks: int = 1
-    # ReID baselines (Gao & Nevatia 2018): temporal attention spatial conv kernel (= final map size h, w;
-    # official (7, 4) for 224x112 input, last stride 2), its width, and the score normalisation over T
-    attention_kernel: list[int] = field(default_factory=lambda: [7, 4])
-    attention_channels: int = 256
-    attention_norm: Literal["softmax", "sigmoid"] = "softmax"
-    # ReID RNN baseline (arch gru): recurrent cell (official baseline: lstm) and hidden size
-    rnn_cell: Literal["gru", "lstm"] = "gru"
-    rnn_hidden: int = 512
-
-
-@dataclass
 class ModelConfig(Section):
-    # action: tsn | tsm | tanet; reid: gltr | temporal_pool | temporal_attention | gru
-    arch: Literal["tsn", "tsm", "tanet", "gltr", "temporal_pool", "temporal_attention", "gru"] = "tanet"
+    # the model and the temporal module it carries: action tsn | tsm (TemporalShift) | tanet (TAM); ReID
+    # gltr (GLTR) | temporal_pool | temporal_attention | gru (the Gao & Nevatia baselines). The valid names
+    # are the model registries' (video_attn.models.ACTION_ARCHS / REID_ARCHS), checked by build_model.
+    arch: str = "tanet"
     num_classes: int = 400  # action classes, or training identities for ReID
     num_segments: int = 8  # frames per clip seen by the model in training
     dropout: float = 0.5
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    # constructor options of the arch's temporal module (e.g. TAM kernel_size, TemporalShift shift_div, GLTR
+    # embed_dim); an absent key keeps the module's (official) default, an unknown key is an error
+    temporal_kwargs: dict[str, Any] = field(default_factory=dict)
+    # tsm / tanet: the stages (1..4) whose blocks get the temporal module, and every n-th block of each
+    temporal_stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    temporal_every: int = 1
     # ReID head: official GLTR head (BN-ReLU-Dropout-FC) or strong-baseline BNNeck
     # linear: the single Linear classifier of the Gao & Nevatia baselines
     head: Literal["gltr", "bnneck", "linear"] = "gltr"
@@ -148,10 +130,9 @@ class SplitConfig(Section):
 
 @dataclass
 class DataConfig(Section):
-    # action: video_list, frame_list, kinetics, sthv2; reid: mars, dukev, ilidsvid, prid
-    format: Literal["video_list", "frame_list", "kinetics", "sthv2", "mars", "dukev", "ilidsvid", "prid"] = (
-        "video_list"
-    )
+    # dataset format, a name of the dataset builders' registries (action: ACTION_FORMATS of
+    # video_attn.data.datasets.action_build; ReID: REID_FORMATS of reid_build); checked by video_attn.tasks
+    format: str = "video_list"
     root: str = "data"
     backend: Literal["decord", "pyav"] = "decord"
     frame_template: str = "img_{:05d}.jpg"  # frame_list: name of frame i (1-based)
@@ -251,7 +232,9 @@ class Config(Section):
     work_dir: str = "work_dirs/default"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    task: Literal["action", "reid"] = "action"
+    # "action" or "reid"; None: the task of data.format. Checked by video_attn.tasks.build_task against
+    # data.format and model.arch.
+    task: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -3,10 +3,12 @@
 Reproducibility contract (what makes a killed run resume to the same weights):
 - the sample order of an epoch is a pure function of ``(seed, epoch)`` (``DistributedSampler`` seeded with
   ``seed``, also in single-process runs; the identity sampler is seeded the same way);
-- every item's augmentation randomness is a function of ``(seed, epoch, index)``: the batch sampler yields
-  ``(epoch, index)`` keys and :class:`EpochSeededDataset` seeds the item's RNGs from them before loading, in
-  the main process and in workers alike (persistent workers included), so the worker count and worker
-  assignment do not change the data;
+- every item's randomness (frame sampling, augmentation, replacement of a broken video) is a function of
+  ``(seed, epoch, index)``: the batch sampler yields ``(epoch, index)`` keys and :class:`EpochSeededDataset`
+  hands the dataset's ``load(index, rng)`` a ``numpy.random.Generator`` seeded from them, in the main process
+  and in workers alike (persistent workers included), so the worker count and worker assignment do not
+  change the data; no item code reads Python's, NumPy's or torch's global RNG, so data loading neither
+  depends on nor perturbs the training RNG (dropout);
 - a resumed epoch skips its already-seen batches (:class:`ResumableBatchSampler`), which only costs index
   arithmetic.
 Distributed evaluation uses ``DistributedSampler(shuffle=False)``, which pads the last round with
@@ -16,9 +18,7 @@ duplicates; the evaluator gathers results with their dataset index and drops the
 from __future__ import annotations
 
 import logging
-import random
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,38 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from video_attn.config.schema import Config
+from video_attn.data.batch_samplers import ResumableBatchSampler, build_identity_sampler
 
 logger = logging.getLogger(__name__)
-
-ACTION_FORMATS = ("video_list", "frame_list", "kinetics", "sthv2")
-REID_FORMATS = ("mars", "dukev", "ilidsvid", "prid")
-ACTION_SPLITS = ("train", "val", "test")
-REID_SPLITS = ("train", "query", "gallery")
-
-
-def task_of(cfg: Config) -> str:
-    """``action`` or ``reid``, from the data format (the source of truth for which builders apply)."""
-    if cfg.data.format in ACTION_FORMATS:
-        return "action"
-    if cfg.data.format in REID_FORMATS:
-        return "reid"
-    raise ValueError(f"data.format={cfg.data.format!r}; valid: {', '.join(ACTION_FORMATS + REID_FORMATS)}")
-
-
-def build_dataset(cfg: Config, split: str) -> Dataset:
-    """The ``split`` dataset for ``cfg.data.format`` (action: train/val/test; ReID: train/query/gallery)."""
-    task = task_of(cfg)
-    if task == "action":
-        if split not in ACTION_SPLITS:
-            raise ValueError(f"split {split!r} is not an action split; valid: {', '.join(ACTION_SPLITS)}")
-        from video_attn.data.datasets.action_build import build_action_dataset
-
-        return build_action_dataset(cfg, split)
-    if split not in REID_SPLITS:
-        raise ValueError(f"split {split!r} is not a ReID split; valid: {', '.join(REID_SPLITS)}")
-    from video_attn.data.datasets.reid_build import build_reid_dataset
-
-    return build_reid_dataset(cfg, split)
 
 
 # ------------------------------------------------------------------------------------ seeded items
@@ -68,15 +39,17 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class EpochSeededDataset(Dataset):
-    """Wraps a dataset: ``ds[(epoch, index)]`` loads item ``index``, RNGs seeded from (seed, epoch, index).
+    """Wraps a dataset: ``ds[(epoch, index)]`` is ``dataset.load(index, rng)`` with
+    ``rng = np.random.default_rng(item_seed(seed, epoch, index))``.
 
-    The Python, NumPy and torch global RNGs are seeded per item; in the main process (``num_workers=0``) their
-    previous states are restored afterwards so data loading does not perturb the training RNG (dropout).
-    Datasets with their own per-item generator get ``set_epoch(epoch)`` / ``seed`` set before the call.
+    The wrapped dataset draws every random choice of the item from ``rng`` (see the module docstring).
     Plain integer keys load with epoch 0.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
+        if not callable(getattr(dataset, "load", None)):
+            raise TypeError(f"{type(dataset).__name__} has no load(index, rng) method; the loaders hand "
+                            "every item its own random generator through it")
         self.dataset = dataset
         self.seed = int(seed)
 
@@ -85,108 +58,43 @@ class EpochSeededDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> Any:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        s = item_seed(self.seed, epoch, index)
-        in_worker = torch.utils.data.get_worker_info() is not None
-        if in_worker:
-            return self._load_seeded(index, s)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            try:
-                return self._load_seeded(index, s)
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
-
-    def _load_seeded(self, index: int, s: int) -> Any:
-        random.seed(s)
-        np.random.seed(s)
-        torch.default_generator.manual_seed(s)
-        return self.dataset[index]
-
-
-class ResumableBatchSampler(Sampler[list]):
-    """Batches of ``(epoch, index)`` keys from an index sampler; the first ``skip_batches`` can be skipped.
-
-    ``set_epoch`` is forwarded to the wrapped sampler (DistributedSampler / identity sampler).
-    ``skip_batches`` applies to the next pass only (a resumed epoch), then resets to 0.
-    """
-
-    def __init__(self, sampler: Sampler, batch_size: int, drop_last: bool) -> None:
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self.drop_last = drop_last
-        self.epoch = 0
-        self.skip_batches = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        n = len(self.sampler)  # type: ignore[arg-type]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[list]:
-        skip, self.skip_batches = self.skip_batches, 0
-        epoch = self.epoch
-        batch: list[tuple[int, int]] = []
-        produced = 0
-        for index in self.sampler:
-            batch.append((epoch, int(index)))
-            if len(batch) == self.batch_size:
-                if produced >= skip:
-                    yield batch
-                produced += 1
-                batch = []
-        if batch and not self.drop_last and produced >= skip:
-            yield batch
+        return self.dataset.load(index, np.random.default_rng(item_seed(self.seed, epoch, index)))
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Seed a worker's global RNGs from its torch seed, keep it single-threaded (workers share the CPU).
+    """Keep a worker single-threaded (workers share the CPU) and deaf to SIGINT.
 
-    Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the main process handles it by
-    writing a checkpoint, which needs the workers alive until it shuts them down.
+    Ctrl-C reaches the whole process group; the main process handles it by writing a checkpoint, which
+    needs the workers alive until it shuts them down.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    s = torch.initial_seed() % 2**32
-    random.seed(s)
-    np.random.seed(s)
     torch.set_num_threads(1)
 
 
 # ------------------------------------------------------------------------------------------ loaders
-def _identity_sampler(dataset: Dataset, cfg: Config, rank: int, world_size: int) -> Sampler:
-    from video_attn.data.identity_sampler import build_identity_sampler
-
-    return build_identity_sampler(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        num_instances=cfg.train.num_instances,
-        seed=cfg.seed,
-        rank=rank,
-        world_size=world_size,
-    )
-
-
 def build_train_loader(
-    dataset: Dataset, cfg: Config, rank: int = 0, world_size: int = 1, pin_memory: bool = False
+    dataset: Dataset,
+    cfg: Config,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+    identity_sampler: bool = False,
 ) -> DataLoader:
     """The training DataLoader: epoch-seeded order, per-item seeded augmentation, drop_last, resumable.
 
-    ReID with ``train.num_instances > 0`` uses the PK identity sampler; otherwise a ``DistributedSampler``
-    (shuffle, seeded with ``cfg.seed``) in single-process runs too, so the order is a function of the epoch.
+    ``identity_sampler`` (the ReID task sets it when ``train.num_instances > 0``) uses the PK identity sampler
+    with ``train.num_instances`` tracklets per identity; otherwise a ``DistributedSampler`` (shuffle, seeded
+    with ``cfg.seed``) in single-process runs too, so the order is a function of the epoch.
     Raises ``ValueError`` for an empty dataset or a per-process batch larger than the per-process share.
     """
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise ValueError("the training dataset is empty (check data.root and data.train.ann_file)")
     batch_size = cfg.train.batch_size
-    if task_of(cfg) == "reid" and cfg.train.num_instances > 0:
-        sampler: Sampler = _identity_sampler(dataset, cfg, rank, world_size)
+    if identity_sampler:
+        sampler: Sampler[int] = build_identity_sampler(
+            dataset, batch_size, cfg.train.num_instances, seed=cfg.seed, rank=rank, world_size=world_size
+        )
     else:
         sampler = DistributedSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False
@@ -222,16 +130,6 @@ def build_eval_loader(
     return _make_loader(
         EpochSeededDataset(dataset, cfg.seed), batch_sampler, cfg, pin_memory, persistent=False
     )
-
-
-def build_dataloader(
-    dataset: Dataset, cfg: Config, train: bool, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
-    batch_size: int | None = None,
-) -> DataLoader:
-    """:func:`build_train_loader` when ``train`` else :func:`build_eval_loader` (``batch_size`` for eval)."""
-    if train:
-        return build_train_loader(dataset, cfg, rank, world_size, pin_memory)
-    return build_eval_loader(dataset, cfg, batch_size, rank, world_size, pin_memory)
 
 
 def _make_loader(

@@ -6,7 +6,8 @@ wants; crops are slices, resizing runs on uint8, and normalisation to float happ
 
 Every op is a callable ``op(clip, label, rng) -> (clip, label)`` on ``(..., T, 3, H, W)`` tensors; multi-crop
 ops add a leading views axis. :class:`ClipTransform` chains them and is what datasets call:
-``transform(frames, label=None, rng=None) -> (Tensor, label)``.
+``transform(frames, label, rng) -> (Tensor, label)``, every random choice drawn from ``rng`` (the item's
+generator, see ``video_attn.data.build``).
 
 Train crops follow TSN / TSM / TANet (``GroupMultiScaleCrop`` + ``GroupRandomHorizontalFlip``); test crops
 follow the TSM test script (resize short side + centre crop, three full-height crops, ten crops).
@@ -306,11 +307,11 @@ class RandomErasing:
 
 
 class ClipTransform:
-    """A chain of clip ops, called as ``transform(frames, label=None, rng=None) -> (Tensor, label)``.
+    """A chain of clip ops, called as ``transform(frames, label, rng) -> (Tensor, label)``.
 
-    ``frames``: uint8 ``(T, H, W, 3)``. Output: float ``(T, 3, h, w)``, or ``(num_crops, T, 3, h, w)`` when
-    ``num_crops > 1``. ``rng`` drives every random choice; when None, a generator is seeded from torch's
-    RNG, so ``torch.manual_seed`` (and DataLoader worker seeding) makes the result reproducible.
+    ``frames``: uint8 ``(T, H, W, 3)``; ``label`` may be None. Output: float ``(T, 3, h, w)``, or
+    ``(num_crops, T, 3, h, w)`` when ``num_crops > 1``. ``rng`` drives every random choice (one draw per
+    clip, shared by its frames); deterministic test transforms ignore it.
     """
 
     def __init__(self, ops: Sequence[Any], num_crops: int = 1,
@@ -319,10 +320,8 @@ class ClipTransform:
         self.num_crops = num_crops
         self.output_size = output_size  # (h, w) of the output, None when it depends on the input
 
-    def __call__(self, frames: np.ndarray | Tensor, label: int | None = None,
-                 rng: np.random.Generator | None = None) -> tuple[Tensor, int | None]:
-        if rng is None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+    def __call__(self, frames: np.ndarray | Tensor, label: int | None,
+                 rng: np.random.Generator) -> tuple[Tensor, int | None]:
         clip = frames_to_tensor(frames)
         for op in self.ops:
             clip, label = op(clip, label, rng)

@@ -1,23 +1,46 @@
-"""Training and evaluation engine: the loop with hooks, checkpoints, schedules, DDP helpers, inference.
+"""The training engine: the loop and its hooks, checkpoints, LR schedules, optimisers, DDP and logging.
 
-Entry points used by the tools: :func:`~video_attn.engine.runner.train`, :func:`~video_attn.engine.runner.
-evaluate`, :func:`~video_attn.engine.runner.extract_features`.
+:class:`Trainer` is the loop (:class:`TrainLoop`) with its default hooks; the task-level entry points that
+build one from a config live above this package.
 """
 
-from .checkpoint import CheckpointError, atomic_save, atomic_write, load_checkpoint
-from .hooks import EvalHook, HookBase, PeriodicCheckpointer, TemperatureHook
+from .checkpoint import (
+    CheckpointError,
+    TrainingCheckpointer,
+    atomic_save,
+    atomic_write,
+    load_checkpoint,
+    write_json_atomic,
+)
+from .device import move_to_device
+from .hooks import (
+    EvalHook,
+    LRSchedulerHook,
+    MetricWriter,
+    PeriodicCheckpointer,
+    StopOnSignal,
+    TemperatureHook,
+    TrainingInterrupted,
+)
 from .lr_scheduler import WarmupLRScheduler, build_scheduler
 from .optim import build_optimizer, build_param_groups
-from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted
+from .train_loop import HookBase, NonFiniteLossError, StepRecord, TrainLoop
+from .trainer import Trainer
 
 __all__ = [
     "CheckpointError",
     "EvalHook",
     "HookBase",
+    "LRSchedulerHook",
+    "MetricWriter",
     "NonFiniteLossError",
     "PeriodicCheckpointer",
+    "StepRecord",
+    "StopOnSignal",
     "TemperatureHook",
+    "TrainLoop",
     "Trainer",
+    "TrainingCheckpointer",
     "TrainingInterrupted",
     "WarmupLRScheduler",
     "atomic_save",
@@ -26,4 +49,6 @@ __all__ = [
     "build_param_groups",
     "build_scheduler",
     "load_checkpoint",
+    "move_to_device",
+    "write_json_atomic",
 ]

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, safe loading, and RNG state capture.
+"""Checkpoint files: atomic writes, safe loading, RNG state capture, and the training checkpoint.
 
 Writes go to a temporary file in the destination directory, are fsync'ed, renamed over the target with
 ``os.replace`` (atomic on POSIX) and the directory is fsync'ed, so a crash at any moment leaves either the old
@@ -11,16 +11,23 @@ NumPy and Python RNG states are converted to tensors (``weights_only`` cannot lo
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
 import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
+from torch import nn
+
+from . import distributed as du
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -75,6 +82,20 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (temp file in the same dir + fsync + os.replace)."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """``obj`` as indented JSON with sorted keys, written atomically (NumPy scalars and arrays allowed)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -152,3 +173,93 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ------------------------------------------------------------------------------------ training checkpoint
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TrainingCheckpointer:
+    """Writes and restores ``<directory>/<name>``: everything a run needs to continue exactly.
+
+    Keys: ``model`` (the unwrapped model), ``optimizer``, ``scheduler``, ``scaler`` (fp16 AMP, else None),
+    ``extra`` (other trained modules by name, e.g. centre-loss centres), the loop's progress (``epoch``,
+    ``inner_iter``, ``iteration``, ``batches_per_epoch``, ``world_size``, ``sampler``, ``hooks``: hook states
+    by hook name), ``rng`` (the global RNG states of every rank) and ``config`` (the resolved config dict).
+
+    Args:
+        directory: where the files go (rank 0 writes; every rank calls :meth:`save`: it gathers RNG states).
+        loop: the training loop (``state_dict`` / ``load_state_dict`` of its progress and hooks).
+        model, optimizer, scheduler: saved and restored as they are.
+        scaler: the loop's ``torch.amp.GradScaler``; saved only when enabled.
+        extra_modules: other modules with trained state.
+        config: stored as is in every file.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        loop: Stateful,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Stateful,
+        scaler: torch.amp.GradScaler,
+        extra_modules: dict[str, nn.Module] | None = None,
+        config: dict | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.loop = loop
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.extra_modules = dict(extra_modules or {})
+        self.config = config
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's contents; a collective call (RNG states of every rank are gathered)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "extra": {name: m.state_dict() for name, m in self.extra_modules.items()},
+            **self.loop.state_dict(),
+            "rng": du.all_gather_object(capture_rng_state()),
+            "config": self.config,
+        }
+
+    def save(self, name: str) -> Path:
+        """Write ``<directory>/<name>`` atomically on rank 0; every rank calls it and gets the path."""
+        state = self.state_dict()
+        path = self.directory / name
+        if du.is_main_process():
+            atomic_save(state, path)
+            logger.debug("wrote %s (epoch %d, iteration %d)", path, state["epoch"] + 1, state["iteration"])
+        du.barrier()
+        return path
+
+    def load(self, ckpt: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the loop's next ``train()`` continues after the saved step."""
+        self.loop.load_state_dict(ckpt)  # first: it refuses a checkpoint of another data layout
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        extra = ckpt.get("extra") or {}
+        for name, module in self.extra_modules.items():
+            if name in extra:
+                module.load_state_dict(extra[name])
+        rng, world_size = ckpt.get("rng") or [], du.get_world_size()
+        if len(rng) == world_size:
+            restore_rng_state(rng[du.get_rank()])
+        else:
+            logger.warning(
+                "checkpoint has RNG states of %d rank(s), this run has %d: RNG not restored",
+                len(rng),
+                world_size,
+            )

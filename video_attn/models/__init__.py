@@ -1,4 +1,10 @@
-"""Models: attention ResNet backbones, temporal modules, action recognizers and ReID models."""
+"""Models: attention ResNet backbones, temporal modules, action recognizers and ReID models.
+
+``model.arch`` names the model and its temporal module; the valid names are the keys of the temporal module
+registries (:mod:`video_attn.models.temporal.registry`): ``ACTION_ARCHS`` build a
+:class:`~video_attn.models.recognizer.Recognizer`, ``REID_ARCHS`` a
+:class:`~video_attn.models.reid_model.ReIDModel`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,12 @@ from torch import nn
 
 from video_attn.config.schema import ModelConfig
 
-ACTION_ARCHS = ("tsn", "tsm", "tanet")
-REID_ARCHS = ("gltr", "temporal_pool", "temporal_attention", "gru")
+from .temporal.registry import ACTION_TEMPORAL_MODULES, REID_TEMPORAL_MODULES
+
+__all__ = ["ACTION_ARCHS", "REID_ARCHS", "build_model"]
+
+ACTION_ARCHS: tuple[str, ...] = tuple(ACTION_TEMPORAL_MODULES)
+REID_ARCHS: tuple[str, ...] = tuple(REID_TEMPORAL_MODULES)
 
 
 def build_model(model_cfg: ModelConfig) -> nn.Module:
@@ -20,4 +30,7 @@ def build_model(model_cfg: ModelConfig) -> nn.Module:
         from .reid_model import build_reid_model
 
         return build_reid_model(model_cfg)
-    raise ValueError(f"model.arch={model_cfg.arch!r}; valid: {', '.join(ACTION_ARCHS + REID_ARCHS)}")
+    raise ValueError(
+        f"model.arch={model_cfg.arch!r} is not a registered model; valid: action "
+        f"{', '.join(ACTION_ARCHS)}; reid {', '.join(REID_ARCHS)}"
+    )

@@ -3,10 +3,13 @@
 - TSN (Wang et al., ECCV 2016): per-frame backbone -> dropout -> new fc -> average of the frame logits
   ("average consensus"; the official TAM/TSM code averages logits, not probabilities).
 - TSM (Lin et al., ICCV 2019): TSN + a residual temporal shift (``block.shift`` slot) in every block of
-  the chosen stages (``model.temporal.stages``, every ``model.temporal.every``-th block, as the official
+  the chosen stages (``model.temporal_stages``, every ``model.temporal_every``-th block, as the official
   ``n_round``).
 - TANet (Liu et al., ICCV 2021): TSN + a TAM after conv1 -> bn1 -> relu (``block.temporal`` slot) of every
   block of layer1..layer4 (same placement keys); combinable with any attention gate of the backbone.
+
+The module's options (TAM ``alpha``, ``beta``, ``kernel_size``; TSM ``shift_div``) come from
+``model.temporal_kwargs``; absent ones keep the official defaults.
 
 The classifier is a new ``nn.Linear`` (weights normal std 0.001, bias 0 as the official TSN wrapper); the
 engine gives it the official fc learning-rate multipliers through the ``classifier`` attribute.
@@ -14,14 +17,17 @@ engine gives it the official fc learning-rate multipliers through the ``classifi
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
 from video_attn.config.schema import ModelConfig
 from video_attn.evaluation.action import average_views
 
+from .temporal.registry import ACTION_TEMPORAL_MODULES, build_temporal_module, check_temporal_kwargs
 from .temporal.tam import TAM
 from .temporal.temporal_shift import TemporalShift
 
@@ -29,7 +35,9 @@ __all__ = ["Recognizer", "average_views", "build_recognizer", "insert_temporal_m
 
 logger = logging.getLogger(__name__)
 
-ARCHS = ("tsn", "tsm", "tanet")
+# the slot of a residual block each in-block temporal module takes: the shift acts on the input of the
+# residual branch (TSM's "residual shift"), TAM on the output of conv1 -> bn1 -> relu
+BLOCK_SLOTS: dict[type[nn.Module], str] = {TemporalShift: "shift", TAM: "temporal"}
 
 
 def _block_width(block: nn.Module) -> int:
@@ -49,28 +57,33 @@ def _block_width(block: nn.Module) -> int:
 
 def insert_temporal_modules(
     backbone: nn.Module,
-    arch: Literal["tsn", "tsm", "tanet"],
+    arch: str,
     num_segments: int,
     stages: list[int] | tuple[int, ...] = (1, 2, 3, 4),
     every: int = 1,
-    alpha: int = 2,
-    beta: int = 4,
-    kernel_size: int = 3,
-    shift_div: int = 8,
+    temporal_kwargs: Mapping[str, Any] | None = None,
 ) -> int:
-    """Put TAM (``tanet``) or a temporal shift (``tsm``) into the blocks of ``backbone.stages``.
+    """Put the temporal module of action arch ``arch`` (TAM, TemporalShift) into the blocks of ``backbone``.
 
-    Block ``i`` (0-based) of each chosen stage (1-based) gets a module when ``i % every == 0``.
-    Returns the number of modules inserted (0 for ``tsn``).
+    Block ``i`` (0-based) of each chosen stage (1-based) gets a module when ``i % every == 0``. The module is
+    built with ``num_segments``, the block width after conv1 (``in_channels``) when it takes one, and
+    ``temporal_kwargs``. Returns the number of modules inserted (0 for ``tsn``).
     """
-    if arch not in ARCHS:
-        raise ValueError(f"model.arch={arch!r} is not an action architecture; valid: {', '.join(ARCHS)}")
+    if arch not in ACTION_TEMPORAL_MODULES:
+        raise ValueError(
+            f"model.arch={arch!r} is not an action architecture; valid: {', '.join(ACTION_TEMPORAL_MODULES)}"
+        )
     if every < 1:
-        raise ValueError(f"model.temporal.every must be >= 1, got {every}")
+        raise ValueError(f"model.temporal_every must be >= 1, got {every}")
     bad = [s for s in stages if s not in (1, 2, 3, 4)]
     if bad:
-        raise ValueError(f"model.temporal.stages has {bad}; valid stages are 1, 2, 3, 4")
-    if arch == "tsn":
+        raise ValueError(f"model.temporal_stages has {bad}; valid stages are 1, 2, 3, 4")
+    module_cls = ACTION_TEMPORAL_MODULES[arch]
+    kwargs = dict(temporal_kwargs or {})
+    takes_width = module_cls is not None and "in_channels" in inspect.signature(module_cls).parameters
+    supplied = ("in_channels", "num_segments") if takes_width else ("num_segments",)
+    check_temporal_kwargs(arch, module_cls, kwargs, supplied)
+    if module_cls is None:
         return 0
     count = 0
     for stage_index, stage in enumerate(backbone.stages, start=1):
@@ -79,10 +92,9 @@ def insert_temporal_modules(
         for i, block in enumerate(stage):
             if i % every:
                 continue
-            if arch == "tanet":
-                block.temporal = TAM(_block_width(block), num_segments, alpha, beta, kernel_size)
-            else:
-                block.shift = TemporalShift(num_segments, shift_div)
+            width = {"in_channels": _block_width(block)} if takes_width else {}
+            module = build_temporal_module(arch, module_cls, kwargs, num_segments=num_segments, **width)
+            setattr(block, BLOCK_SLOTS[module_cls], module)
             count += 1
     return count
 
@@ -106,7 +118,7 @@ class Recognizer(nn.Module):
         num_classes: int,
         num_segments: int,
         dropout: float = 0.5,
-        arch: Literal["tsn", "tsm", "tanet"] = "tsn",
+        arch: str = "tsn",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -153,32 +165,30 @@ def build_recognizer(model_cfg: ModelConfig) -> Recognizer:
     """Build TSN / TSM / TANet from the ``model`` section (``model.arch`` in tsn | tsm | tanet)."""
     from .backbones.resnet import build_backbone
 
-    if model_cfg.arch not in ARCHS:
+    if model_cfg.arch not in ACTION_TEMPORAL_MODULES:
         raise ValueError(
-            f"model.arch={model_cfg.arch!r} is not an action architecture; valid: {', '.join(ARCHS)}"
+            f"model.arch={model_cfg.arch!r} is not an action architecture; "
+            f"valid: {', '.join(ACTION_TEMPORAL_MODULES)}"
         )
     if model_cfg.num_segments < 1:
         raise ValueError(f"model.num_segments must be >= 1, got {model_cfg.num_segments}")
     backbone = build_backbone(model_cfg.backbone)
-    temporal = model_cfg.temporal
     count = insert_temporal_modules(
         backbone,
         model_cfg.arch,
         model_cfg.num_segments,
-        stages=temporal.stages,
-        every=temporal.every,
-        alpha=temporal.alpha,
-        beta=temporal.beta,
-        kernel_size=temporal.kernel_size,
-        shift_div=temporal.shift_div,
+        stages=model_cfg.temporal_stages,
+        every=model_cfg.temporal_every,
+        temporal_kwargs=model_cfg.temporal_kwargs,
     )
     if model_cfg.arch != "tsn":
         logger.info(
-            "%s: %d temporal modules in stages %s (every %d)",
+            "%s: %d temporal modules in stages %s (every %d), options %s",
             model_cfg.arch,
             count,
-            temporal.stages,
-            temporal.every,
+            model_cfg.temporal_stages,
+            model_cfg.temporal_every,
+            model_cfg.temporal_kwargs or "official defaults",
         )
     return Recognizer(
         backbone, model_cfg.num_classes, model_cfg.num_segments, model_cfg.dropout, model_cfg.arch

@@ -10,6 +10,10 @@ Architectures (``model.arch``):
 * any of them with ``model.head: bnneck`` - the strong-baseline BNNeck (triplet on the feature before the BN,
   CE and test embedding after it).
 
+The temporal module's options are ``model.temporal_kwargs``, its constructor arguments (e.g. GLTR
+``embed_dim``, ``dilations``; TemporalAttentionPool ``spatial_kernel``; RecurrentPool ``cell``,
+``hidden_dim``).
+
 ``forward(x)`` with ``x`` of shape ``(N, T, 3, H, W)``:
 train mode -> ``(logits (N, num_classes), feature (N, D))`` (the feature feeds the triplet loss);
 eval mode -> embedding ``(N, D)``. In eval mode the backbone runs on at most ``frame_chunk`` frames at a time
@@ -27,8 +31,7 @@ from video_attn.config.schema import ModelConfig
 
 from .heads.bnneck import BNNeck
 from .heads.gltr_head import GLTRHead
-from .temporal.gltr import GLTR
-from .temporal.temporal_pooling import RecurrentPool, TemporalAttentionPool, TemporalAvgPool
+from .temporal.registry import REID_TEMPORAL_MODULES, build_temporal_module
 
 
 class ReIDModel(nn.Module):
@@ -78,24 +81,15 @@ class ReIDModel(nn.Module):
 
 
 def build_temporal(model_cfg: ModelConfig, in_channels: int) -> nn.Module:
-    """The temporal module of ReID arch ``model_cfg.arch`` for ``in_channels``-d frame features."""
-    tcfg = model_cfg.temporal
-    if model_cfg.arch == "gltr":
-        return GLTR(in_channels, tcfg.embed_dim, tuple(tcfg.dilations), tcfg.num_tsa_blocks)
-    if model_cfg.arch == "temporal_pool":
-        return TemporalAvgPool(in_channels)
-    if model_cfg.arch == "temporal_attention":
-        if len(tcfg.attention_kernel) != 2:
-            raise ValueError(f"model.temporal.attention_kernel must be [h, w], got {tcfg.attention_kernel}")
-        return TemporalAttentionPool(
-            in_channels, tcfg.attention_kernel, tcfg.attention_channels, tcfg.attention_norm
+    """The temporal module of ReID arch ``model_cfg.arch`` for ``in_channels``-d frame features, with the
+    options of ``model_cfg.temporal_kwargs`` (official defaults when absent)."""
+    module_cls = REID_TEMPORAL_MODULES.get(model_cfg.arch)
+    if module_cls is None:
+        raise ValueError(
+            f"model.arch={model_cfg.arch!r} is not a ReID arch; valid: {', '.join(REID_TEMPORAL_MODULES)}"
         )
-    if model_cfg.arch == "gru":
-        return RecurrentPool(in_channels, tcfg.rnn_hidden, tcfg.rnn_cell)
-    raise ValueError(
-        f"model.arch={model_cfg.arch!r} is not a ReID arch; "
-        "valid: gltr, temporal_pool, temporal_attention, gru"
-    )
+    kwargs = model_cfg.temporal_kwargs
+    return build_temporal_module(model_cfg.arch, module_cls, kwargs, in_channels=in_channels)
 
 
 def build_head(model_cfg: ModelConfig, in_features: int) -> nn.Module:

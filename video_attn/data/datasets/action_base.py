@@ -2,12 +2,14 @@
 
 Subclasses only parse their annotation format into :class:`VideoRecord` rows (reporting bad rows through
 :class:`AnnotationReport`); loading, retries and the item dict live here. An item is
-``{"clip", "label", "index", "valid", "num_failed"}`` with ``clip`` float ``(T, 3, H, W)`` for one view or
-``(V, T, 3, H, W)`` for ``V = num_clips x num_crops`` test views (clip-major order).
+``{"clip", "label", "index", "valid", "num_failed", "path"}`` with ``clip`` float ``(T, 3, H, W)`` for one
+view or ``(V, T, 3, H, W)`` for ``V = num_clips x num_crops`` test views (clip-major order), and ``path`` the
+video file or frame folder the clip comes from.
 
-Randomness: each item draws from ``np.random.default_rng([seed, epoch, index, attempt])``, so an
-(epoch seed, index) pair gives the same clip in any DataLoader worker. Call :meth:`set_epoch` before each
-epoch (workers that are re-created per epoch see the new value).
+Randomness: :meth:`ActionDataset.load` draws every random choice of an item (frames, crop, flip,
+replacement row) from the generator it is given; the loaders hand it one seeded from (seed, epoch, index)
+(``video_attn.data.build.EpochSeededDataset``), so an item is the same in any DataLoader worker. Plain
+indexing ``ds[i]`` uses a fixed generator seeded from ``(seed, i)``.
 
 Bad videos: in training (``replace_failed=True``) a video that fails to load is logged and replaced by a
 random other row, up to ``max_retries`` times, then a ``RuntimeError`` names the last failures. In
@@ -110,12 +112,13 @@ class ActionDataset(Dataset):
 
     Args:
         records: the parsed rows.
-        sampler: ``sampler(num_frames, rng) -> (num_views, clip_len)`` indices (video_attn.data.sampling).
+        sampler: frame sampler, ``sampler(num_frames, rng) -> (num_views, clip_len)`` indices
+            (video_attn.data.frame_sampling).
         transform: ``transform(frames, label, rng) -> (Tensor, label)`` (video_attn.data.transforms).
         backend: decoder for video files (frame folders always use the frame reader).
         replace_failed: training behaviour for undecodable videos (see module docstring).
         max_retries: replacements tried before giving up.
-        seed: base of the per-item random generator.
+        seed: seed of the generator of plain indexing ``ds[i]`` (loaders hand :meth:`load` their own).
         frame_template: file names inside frame folders.
     """
 
@@ -130,7 +133,6 @@ class ActionDataset(Dataset):
         self.max_retries = max_retries
         self.seed = seed
         self.frame_template = frame_template
-        self.epoch = 0
         self.num_failed = 0  # load failures seen by this process (each worker counts its own)
         swaps_labels = any(getattr(op, "label_map", None) for op in getattr(transform, "ops", []))
         if sampler.num_views > 1 and swaps_labels:
@@ -144,15 +146,9 @@ class ActionDataset(Dataset):
     def labels(self) -> list[int]:
         return [r.label for r in self.records]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def _rng(self, index: int, attempt: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index, attempt])
-
-    def load(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
-        """Clip tensor and (possibly flip-swapped) label of row ``index``; raises on any decode problem."""
-        record = self.records[index]
+    def read_clip(self, row: int, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        """Clip tensor and (possibly flip-swapped) label of row ``row``; raises on any decode problem."""
+        record = self.records[row]
         backend = "frames" if record.num_frames is not None else self.backend
         with open_video(record.path, backend=backend, frame_template=self.frame_template,
                         num_frames=record.num_frames) as reader:
@@ -181,23 +177,27 @@ class ActionDataset(Dataset):
         return torch.zeros((views, *shape) if views > 1 else shape)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.load(index, np.random.default_rng([self.seed, index]))
+
+    def load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """The item of row ``index``, every random choice drawn from ``rng`` (see the module docstring)."""
         failures: list[str] = []
         row = index
         for attempt in range(self.max_retries + 1):
-            rng = self._rng(index, attempt)
+            record = self.records[row]
             try:
-                clip, label = self.load(row, rng)
+                clip, label = self.read_clip(row, rng)
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad video, never a crash
                 self.num_failed += 1
-                record = self.records[row]
                 failures.append(f"{record.path}: {exc}")
                 _LOGGER.warning("cannot load %s (row %d%s): %s", record.path, row,
                                 f", {record.source}" if record.source else "", exc)
                 if not self.replace_failed:
                     return {"clip": self._zero_clip(), "label": record.label, "index": row, "valid": False,
-                            "num_failed": 1}
+                            "num_failed": 1, "path": record.path}
                 row = int(rng.integers(len(self.records)))
                 continue
-            return {"clip": clip, "label": label, "index": row, "valid": True, "num_failed": attempt}
+            return {"clip": clip, "label": label, "index": row, "valid": True, "num_failed": attempt,
+                    "path": record.path}
         raise RuntimeError(f"{self.max_retries + 1} videos in a row failed to load (starting at row "
                            f"{index}); last errors: " + " | ".join(failures[-3:]))

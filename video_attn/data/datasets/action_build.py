@@ -1,18 +1,21 @@
-"""``build_action_dataset(cfg, split)``: the action dataset a config describes.
+"""``build_action_dataset(cfg, split, num_classes=...)``: the action dataset a config describes.
 
 Reads ``cfg.data`` (format, root, backend, frame_template, labels_file, strict, max_decode_retries and the
-split's ann_file / sampler / num_clips / crop), ``cfg.model.num_segments`` (clip length),
-``cfg.model.num_classes`` (labels outside the range are reported with file:line) and ``cfg.seed``.
+split's ann_file / sampler / num_clips / crop), ``cfg.model.num_segments`` (clip length) and ``cfg.seed``.
+Labels outside ``[0, num_classes)`` are dropped and reported with file:line (``num_classes=None``: only
+negative labels are; training builds its set so and reports a wrong ``model.num_classes`` as an error).
 Training (``split == "train"``) replaces undecodable videos; val / test flag them ``valid=False``.
 An ``ann_file`` that is not found as given is looked up under ``data.root``.
+The formats are the names of :data:`ACTION_DATASETS`; :data:`ACTION_FORMATS` lists them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from ..sampling import build_sampler
+from ..frame_sampling import build_frame_sampler
 from ..transforms import build_clip_transform
 from .action_base import ActionDataset, read_lines
 from .frame_list import FrameListDataset
@@ -20,10 +23,9 @@ from .kinetics import KineticsDataset, kinetics_class_names
 from .sthv2 import SthV2Dataset
 from .video_list import VideoListDataset
 
-__all__ = ["ACTION_FORMATS", "build_action_dataset"]
+__all__ = ["ACTION_DATASETS", "ACTION_FORMATS", "ACTION_SPLITS", "build_action_dataset"]
 
-ACTION_FORMATS = ("video_list", "frame_list", "kinetics", "sthv2")
-SPLITS = ("train", "val", "test")
+ACTION_SPLITS = ("train", "val", "test")
 
 
 def _resolve(path: str, root: str) -> str:
@@ -45,29 +47,54 @@ def _kinetics_classes(data: Any, split: str) -> list[str]:
     return kinetics_class_names(_resolve(data[split].ann_file, data.root))
 
 
-def build_action_dataset(cfg: Any, split: str) -> ActionDataset:
-    """Dataset of ``split`` ("train" | "val" | "test") for an action config; see the module docstring."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown action split {split!r}; valid: {', '.join(SPLITS)}")
+def _video_list(ann_file: str, data: Any, split: str, common: dict[str, Any]) -> ActionDataset:
+    return VideoListDataset(ann_file, data.root, **common)
+
+
+def _frame_list(ann_file: str, data: Any, split: str, common: dict[str, Any]) -> ActionDataset:
+    return FrameListDataset(ann_file, data.root, **common)
+
+
+def _kinetics(ann_file: str, data: Any, split: str, common: dict[str, Any]) -> ActionDataset:
+    return KineticsDataset(ann_file, data.root, class_names=_kinetics_classes(data, split), **common)
+
+
+def _sthv2(ann_file: str, data: Any, split: str, common: dict[str, Any]) -> ActionDataset:
+    labels_file = _resolve(data.labels_file, data.root) if data.labels_file else None
+    return SthV2Dataset(ann_file, data.root, labels_file=labels_file, **common)
+
+
+# data.format -> builder(resolved ann_file, cfg.data, split, the dataset keyword arguments every format takes)
+ACTION_DATASETS: dict[str, Callable[[str, Any, str, dict[str, Any]], ActionDataset]] = {
+    "video_list": _video_list,
+    "frame_list": _frame_list,
+    "kinetics": _kinetics,
+    "sthv2": _sthv2,
+}
+ACTION_FORMATS = tuple(ACTION_DATASETS)
+
+
+def build_action_dataset(cfg: Any, split: str, *, num_classes: int | None) -> ActionDataset:
+    """Dataset of ``split`` ("train" | "val" | "test") for an action config; see the module docstring.
+
+    ``num_classes``: labels outside ``[0, num_classes)`` are dropped and reported; None keeps every label
+    ``>= 0``.
+    """
+    if split not in ACTION_SPLITS:
+        raise ValueError(f"unknown action split {split!r}; valid: {', '.join(ACTION_SPLITS)}")
     data = cfg.data
-    if data.format not in ACTION_FORMATS:
-        raise ValueError(f"data.format={data.format!r} is not an action format; valid: "
-                         f"{', '.join(ACTION_FORMATS)} (ReID formats: video_attn.data.datasets.reid_build)")
+    if data.format not in ACTION_DATASETS:
+        raise ValueError(
+            f"data.format={data.format!r} is not an action format; valid: {', '.join(ACTION_FORMATS)}"
+        )
     split_cfg = data[split]
     if not split_cfg.ann_file:
         raise ValueError(f"data.{split}.ann_file is not set")
     ann_file = _resolve(split_cfg.ann_file, data.root)
     train = split == "train"
-    sampler = build_sampler(split_cfg, data, cfg.model.num_segments, train)
+    sampler = build_frame_sampler(split_cfg, data, cfg.model.num_segments, train)
     transform = build_clip_transform(data, split_cfg, train)
-    common = dict(sampler=sampler, transform=transform, num_classes=cfg.model.num_classes, strict=data.strict,
+    common = dict(sampler=sampler, transform=transform, num_classes=num_classes, strict=data.strict,
                   backend=data.backend, replace_failed=train, max_retries=data.max_decode_retries,
                   seed=cfg.seed, frame_template=data.frame_template)
-    if data.format == "video_list":
-        return VideoListDataset(ann_file, data.root, **common)
-    if data.format == "frame_list":
-        return FrameListDataset(ann_file, data.root, **common)
-    if data.format == "kinetics":
-        return KineticsDataset(ann_file, data.root, class_names=_kinetics_classes(data, split), **common)
-    labels_file = _resolve(data.labels_file, data.root) if data.labels_file else None
-    return SthV2Dataset(ann_file, data.root, labels_file=labels_file, **common)
+    return ACTION_DATASETS[data.format](ann_file, data, split, common)

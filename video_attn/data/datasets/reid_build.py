@@ -5,22 +5,26 @@ Frame sampling: training uses ``data.train.sampler`` with ``model.num_segments``
 GLTR official, random start, cyclic repeat; ``evenly``: one random frame per chunk; ``random``: sorted random
 subset). Query / gallery use ``eval.test_mode``: ``all`` (every frame, one pass: the GLTR official test),
 ``dense`` (all non-overlapping clips of ``model.num_segments`` frames; the item clip is (V, T, 3, H, W) and
-the engine averages the V embeddings), ``evenly`` (``model.num_segments`` evenly spread frames).
+the ReID task averages the V embeddings), ``evenly`` (``model.num_segments`` evenly spread frames).
 Transforms: ``build_clip_transform`` with ``data.train.crop`` / ``data.test.crop`` (``resize`` for ReID).
 
-The returned :class:`TrackletDataset` has the metadata the engine needs: ``pids`` and ``camids`` (np arrays
-per item; train pids are the contiguous labels 0..num_ids-1, ``orig_pids`` the dataset's), ``num_ids``,
-``paths`` (first frame per tracklet), ``num_frames``. Query / gallery follow ``eval.protocol`` for MARS.
+The returned :class:`TrackletDataset`'s items carry ``pid`` (train: the contiguous labels 0..num_ids-1;
+query / gallery: the dataset's ids), ``camid`` and ``path`` (first frame); the dataset knows ``num_ids``
+and ``num_frames`` per tracklet. Query / gallery follow ``eval.protocol`` for MARS. The formats are the
+names of :data:`REID_DATASETS`; :data:`REID_FORMATS` lists them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
 from video_attn.config.schema import Config
-from video_attn.data.sampling import (
+from video_attn.data.frame_sampling import (
+    AllClipsSampler,
+    AllFramesSampler,
     ConsecutiveSampler,
     EvenlySampler,
     FrameSampler,
@@ -28,40 +32,62 @@ from video_attn.data.sampling import (
 )
 from video_attn.data.transforms import build_clip_transform
 
-from .tracklets import AllClipsSampler, TrackletDataset, TrackletIndex
+from .tracklets import TrackletDataset, TrackletIndex
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "query", "gallery")
+REID_SPLITS = ("train", "query", "gallery")
 TRAIN_SAMPLERS = ("consecutive", "evenly", "random")
+
+
+def _mars_index(cfg: Config, split: str) -> TrackletIndex:
+    from .mars import load_mars
+
+    mars = load_mars(cfg.data.root)
+    if split == "train":
+        return mars.train
+    return mars.query() if split == "query" else mars.gallery(cfg.eval.protocol)
+
+
+def _dukev_index(cfg: Config, split: str) -> TrackletIndex:
+    from .dukev import load_dukev_split
+
+    return load_dukev_split(cfg.data.root, split)
+
+
+def _ilidsvid_index(cfg: Config, split: str) -> TrackletIndex:
+    from .ilidsvid import load_ilidsvid_split
+
+    return load_ilidsvid_split(cfg.data.root, split, cfg.data.split_index, cfg.data.train.ann_file)
+
+
+def _prid_index(cfg: Config, split: str) -> TrackletIndex:
+    from .prid import load_prid_split
+
+    return load_prid_split(cfg.data.root, split, cfg.data.split_index, cfg.data.train.ann_file)
+
+
+# data.format -> loader of a split's tracklets (cfg, split) -> TrackletIndex
+REID_DATASETS: dict[str, Callable[[Config, str], TrackletIndex]] = {
+    "mars": _mars_index,
+    "dukev": _dukev_index,
+    "ilidsvid": _ilidsvid_index,
+    "prid": _prid_index,
+}
+REID_FORMATS = tuple(REID_DATASETS)
 
 
 def load_reid_index(cfg: Config, split: str) -> TrackletIndex:
     """The tracklets of ``split`` for ``cfg.data.format`` under ``cfg.data.root``."""
-    fmt, root = cfg.data.format, cfg.data.root
-    if fmt == "mars":
-        from .mars import load_mars
-
-        mars = load_mars(root)
-        if split == "train":
-            return mars.train
-        return mars.query() if split == "query" else mars.gallery(cfg.eval.protocol)
-    if fmt == "dukev":
-        from .dukev import load_dukev_split
-
-        return load_dukev_split(root, split)
-    if fmt == "ilidsvid":
-        from .ilidsvid import load_ilidsvid_split
-
-        return load_ilidsvid_split(root, split, cfg.data.split_index, cfg.data.train.ann_file)
-    if fmt == "prid":
-        from .prid import load_prid_split
-
-        return load_prid_split(root, split, cfg.data.split_index, cfg.data.train.ann_file)
-    raise ValueError(f"data.format={fmt!r} is not a ReID format; valid: mars, dukev, ilidsvid, prid")
+    loader = REID_DATASETS.get(cfg.data.format)
+    if loader is None:
+        raise ValueError(
+            f"data.format={cfg.data.format!r} is not a ReID format; valid: {', '.join(REID_FORMATS)}"
+        )
+    return loader(cfg, split)
 
 
-def build_reid_sampler(cfg: Config, train: bool) -> FrameSampler | AllClipsSampler:
+def build_reid_sampler(cfg: Config, train: bool) -> FrameSampler:
     clip_len = cfg.model.num_segments
     if train:
         name = cfg.data.train.sampler
@@ -74,8 +100,6 @@ def build_reid_sampler(cfg: Config, train: bool) -> FrameSampler | AllClipsSampl
         raise ValueError(f"data.train.sampler={name!r} for ReID; valid: {', '.join(TRAIN_SAMPLERS)}")
     mode = cfg.eval.test_mode
     if mode == "all":
-        from video_attn.data.sampling import AllFramesSampler
-
         return AllFramesSampler()
     if mode == "dense":
         return AllClipsSampler(clip_len)
@@ -92,8 +116,8 @@ def relabel(pids: np.ndarray) -> np.ndarray:
 
 def build_reid_dataset(cfg: Config, split: str) -> TrackletDataset:
     """The ReID dataset of ``split`` (train | query | gallery) of ``cfg`` (see the module docstring)."""
-    if split not in SPLITS:
-        raise ValueError(f"ReID split {split!r}; valid: {', '.join(SPLITS)}")
+    if split not in REID_SPLITS:
+        raise ValueError(f"ReID split {split!r}; valid: {', '.join(REID_SPLITS)}")
     train = split == "train"
     index = load_reid_index(cfg, split)
     if len(index) == 0:

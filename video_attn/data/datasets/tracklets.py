@@ -7,10 +7,13 @@ pid and camera id. Parsers build it once and cache it; the dataset never globs p
 :class:`TrackletDataset` turns row ``i`` into the ReID item of the shared contract::
 
     {"clip": float32 (T, 3, H, W) or (V, T, 3, H, W), "pid": int, "camid": int, "index": int,
-     "valid": bool, "num_failed": int}
+     "valid": bool, "num_failed": int, "path": str (the tracklet's first frame)}
 
 Frames are read with PIL (JPEG / PNG), chosen by a frame sampler (``sampler(num_frames, rng) -> (V, T)``
-int64 indices, see ``video_attn.data.sampling``) and transformed with ONE random draw per clip.
+int64 indices, see ``video_attn.data.frame_sampling``) and transformed with ONE random draw per clip.
+:meth:`TrackletDataset.load` draws every random choice (frames, augmentation, replacement tracklet) from the
+generator it is given: the loaders hand it one seeded from (seed, epoch, index); plain indexing ``ds[i]``
+uses a fixed generator seeded from ``(seed, i)``.
 A tracklet with an unreadable frame is logged and counted; in training (``replace_failed=True``) another
 random tracklet is loaded instead (``num_failed`` = failures before success); in evaluation the item is a
 zero clip with ``valid=False`` so the evaluator can exclude and report it.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +33,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-logger = logging.getLogger(__name__)
+from ..frame_sampling import FrameSampler
+from ..transforms import ClipTransform
 
-FrameSampler = Callable[[int, np.random.Generator], np.ndarray]
-ClipTransform = Callable[..., tuple[torch.Tensor, object]]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,24 +146,6 @@ def save_cached_arrays(
     logger.warning("no writable cache dir for %s; metadata will be parsed again next time", fname)
 
 
-class AllClipsSampler:
-    """All non-overlapping clips of ``clip_len`` consecutive frames covering the tracklet (test mode
-    ``dense``, as torchreid): ``(ceil(n / clip_len), clip_len)``; the last clip is padded with the last frame.
-    """
-
-    def __init__(self, clip_len: int) -> None:
-        if clip_len < 1:
-            raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-        self.clip_len = clip_len
-
-    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        if num_frames < 1:
-            raise ValueError("AllClipsSampler needs at least one frame")
-        num_clips = -(-num_frames // self.clip_len)
-        idx = np.arange(num_clips * self.clip_len, dtype=np.int64)
-        return np.minimum(idx, num_frames - 1).reshape(num_clips, self.clip_len)
-
-
 def read_image_frames(paths: Sequence[Path]) -> np.ndarray:
     """Read RGB frames with PIL into uint8 ``(T, H, W, 3)``; other-sized frames are resized to the first."""
     frames = []
@@ -182,12 +167,13 @@ class TrackletDataset(Dataset):
     Args:
         index: the split's tracklets.
         sampler: frame sampler ``(num_frames, rng) -> (V, T)`` indices.
-        transform: clip transform ``(frames uint8 (T, H, W, 3), label) -> (tensor (T, 3, H, W), label)``.
+        transform: clip transform ``(frames uint8 (T, H, W, 3), label, rng) -> (tensor (T, 3, H, W), label)``.
         labels: per-tracklet ``pid`` reported in items (training: contiguous 0..num_ids-1); default the
             index's pids.
         replace_failed: training behaviour for unreadable tracklets (replace by another random one).
         input_size: (H, W) of the transformed frames, for the zero clip of a failed eval item.
         max_replacements: consecutive failures after which training stops with an error (a broken dataset).
+        seed: seed of the generator of plain indexing ``ds[i]`` (loaders hand :meth:`load` their own).
     """
 
     def __init__(
@@ -199,6 +185,7 @@ class TrackletDataset(Dataset):
         replace_failed: bool = False,
         input_size: Sequence[int] = (256, 128),
         max_replacements: int = 50,
+        seed: int = 0,
     ) -> None:
         self.index = index
         self.sampler = sampler
@@ -210,6 +197,7 @@ class TrackletDataset(Dataset):
         self.replace_failed = replace_failed
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.max_replacements = max_replacements
+        self.seed = seed
         self.num_failed = 0  # failures seen by this process (workers keep their own count)
 
     def __len__(self) -> int:
@@ -236,10 +224,6 @@ class TrackletDataset(Dataset):
     def num_ids(self) -> int:
         return int(len(np.unique(self.labels)))
 
-    def _rng(self) -> np.random.Generator:
-        # the loader seeds NumPy's global RNG per item from (seed, epoch, index): derive from it
-        return np.random.default_rng(np.random.randint(0, 2**31 - 1))
-
     def _read(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
         """Sampled frames ``(V * T, H, W, 3)`` of tracklet ``i`` and the sample grid shape (V, T)."""
         n = int(self.index.num_frames[i])
@@ -251,8 +235,10 @@ class TrackletDataset(Dataset):
         paths = [self.index.root / self.index.frame_paths[start + u].decode() for u in unique]
         return read_image_frames(paths)[inverse.reshape(-1)], idx.shape
 
-    def _transform(self, i: int, frames: np.ndarray, grid: tuple[int, int]) -> torch.Tensor:
-        clip, _ = self.transform(frames, int(self.labels[i]))
+    def _transform(
+        self, i: int, frames: np.ndarray, grid: tuple[int, int], rng: np.random.Generator
+    ) -> torch.Tensor:
+        clip, _ = self.transform(frames, int(self.labels[i]), rng)
         if clip.dim() != 4:
             raise ValueError(
                 f"ReID clips need a single-view transform (T, 3, H, W); got {tuple(clip.shape)} "
@@ -275,11 +261,15 @@ class TrackletDataset(Dataset):
             "index": int(i),
             "valid": valid,
             "num_failed": num_failed,
+            "path": str(self.index.frame_path(i, 0)),
         }
 
     def __getitem__(self, i: int) -> dict:
+        return self.load(i, np.random.default_rng([self.seed, int(i)]))
+
+    def load(self, i: int, rng: np.random.Generator) -> dict:
+        """The item of tracklet ``i``, every random choice drawn from ``rng`` (see the module docstring)."""
         i = int(i)
-        rng = self._rng()
         failed = 0
         while True:
             try:
@@ -301,4 +291,4 @@ class TrackletDataset(Dataset):
                     ) from exc
                 i = int(rng.integers(len(self)))
                 continue
-            return self._item(i, self._transform(i, frames, grid), True, failed)
+            return self._item(i, self._transform(i, frames, grid, rng), True, failed)

@@ -18,8 +18,6 @@ import math
 import torch
 from torch import nn
 
-from .scale_add import scale_add
-
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
     """ECA eq. 12: the odd kernel size nearest above |(log2 C + b) / gamma|."""
@@ -53,17 +51,11 @@ class ECA(nn.Module):
         self.k_size = k_size
         self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False, device=device, dtype=dtype)
 
-    def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate s, shape (B, C, 1, 1)."""
-        b, c = x.shape[:2]
-        return torch.sigmoid(self.conv(x.mean((2, 3)).view(b, 1, c))).view(b, c, 1, 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale(x)
-
-    def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``identity + forward(x)`` in one fused pass; may overwrite ``x`` under no_grad (``scale_add``)."""
-        return scale_add(identity, x, self.scale(x))
+        b, c = x.shape[:2]
+        z = x.mean((2, 3)).view(b, 1, c)  # the channels become the 1-D conv's length axis
+        s = torch.sigmoid(self.conv(z)).view(b, c, 1, 1)
+        return x * s
 
     def extra_repr(self) -> str:
         return f"k_size={self.k_size}"

@@ -3,14 +3,14 @@
 Four kinds, four explicit registries (no decorators: a reader sees every name in this file):
 
 - ``GATES``: ``cls(channels, **kwargs)``, ``forward(x) -> x-shaped``; sits after the last BN of the residual
-  branch, before the add (REFERENCE.md section 3). A gate may also define ``gate_add(x, identity)`` returning
-  ``identity + forward(x)`` with the add fused into its last multiply; the ResNet block then uses it. With
-  autograd off it may use ``x``, the block's own temporary, as scratch and for the result (``scale_add``).
+  branch, before the add, as in the SE, ECA, CBAM and SA papers' ResNet integration:
+  ``relu(gate(bn3(conv3(...))) + identity)``.
 - ``CONVS``: ``cls(in_channels, out_channels, kernel_size=3, stride=1, dilation=1, groups=1, **kwargs)``;
   replaces the block's 3x3 conv. A class with ``includes_norm_act = True`` brings its own BN + ReLU, so the
   block drops its bn2 (kept as ``nn.Identity``) and the ReLU that followed it.
 - ``RESIDUALS``: ``cls(channels, **kwargs)``, ``forward(branch, identity)`` replaces ``branch + identity``.
-- ``STAGE_MODULES``: ``cls(channels, **kwargs)``, ``forward(x) -> x-shaped``; inserted after a whole stage.
+- ``STAGE_MODULES``: ``cls(channels, **kwargs)``, ``forward(x) -> x-shaped``; inserted after a whole stage
+  (``stage_module`` / ``stage_module_kwargs`` of the backbone).
 
 All constructors follow the timm calling convention: channels first, other options by keyword, and they
 accept ``device=`` / ``dtype=`` factory kwargs.
@@ -139,10 +139,13 @@ def create_residual(name: str | None, channels: int, **kwargs: Any) -> nn.Module
     return RESIDUALS[name](channels, **kwargs)
 
 
-def create_stage_module(name: str, channels: int, **kwargs: Any) -> nn.Module:
-    """Stage-level module (``forward(x) -> x-shaped``) placed after a ResNet stage."""
+def create_stage_module(name: str | None, channels: int, **kwargs: Any) -> nn.Module | None:
+    """Stage-level module (``forward(x) -> x-shaped``) placed after a ResNet stage; ``None`` for ``None`` /
+    ``"none"``."""
+    if name in _NONE_NAMES:
+        return None
     if name not in STAGE_MODULES:
-        raise ValueError(f"unknown stage module {name!r}; valid: {_valid(STAGE_MODULES, ())}")
+        raise ValueError(f"unknown stage module {name!r}; valid: {_valid(STAGE_MODULES, ('none',))}")
     return STAGE_MODULES[name](channels, **kwargs)
 
 

@@ -58,7 +58,7 @@ class ResidualAttention(nn.Module):
       and a sigmoid (mixed attention, paper's f1).
     The paper's Attention-56 uses depth 3, 2, 1 for its stages at 56, 28 and 14 px; the default here is 1
     (the deepest-stage setting), since the module does not know its stage; per-stage values go in as a
-    4-entry list (``residual_attention_kwargs: {depth: [3, 2, 1, 1]}``). Size: at ResNet-50 widths the
+    4-entry list (``stage_module_kwargs: {depth: [3, 2, 1, 1]}``). Size: at ResNet-50 widths the
     defaults add 0.98 M (256 ch, depth 3), 3.05 M (512, depth 2), 8.80 M (1024, depth 1) and 35.2 M
     (2048, depth 1) parameters.
 

@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .scale_add import scale_add
-
 
 class SqueezeExcite(nn.Module):
     """SE gate: ``forward(x (B, C, H, W)) -> (B, C, H, W)``.
@@ -42,17 +40,7 @@ class SqueezeExcite(nn.Module):
         self.fc1 = nn.Conv2d(channels, rd, 1, bias=bias, **factory)
         self.fc2 = nn.Conv2d(rd, channels, 1, bias=bias, **factory)
 
-    def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate s, shape (B, C, 1, 1)."""
-        b, c = x.shape[:2]
-        # linear on the flattened vector instead of a 1x1 conv on a (B, C, 1, 1) map: same maths, and it
-        # avoids conv dispatch overhead (and memory-format conversions for channels_last inputs)
-        z = F.relu(F.linear(x.mean((2, 3)), self.fc1.weight.flatten(1), self.fc1.bias))
-        return torch.sigmoid(F.linear(z, self.fc2.weight.flatten(1), self.fc2.bias)).view(b, c, 1, 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale(x)
-
-    def gate_add(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``identity + forward(x)`` in one fused pass; may overwrite ``x`` under no_grad (``scale_add``)."""
-        return scale_add(identity, x, self.scale(x))
+        z = x.mean((2, 3), keepdim=True)
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(z))))
+        return x * s

@@ -15,11 +15,6 @@ Extension points of every block (BasicBlock and Bottleneck), in forward order::
     x = attn(x)                                    # gate after the last BN (create_attn), nn.Identity if none
     x = residual(x, identity) or x + identity      # Highway etc. (create_residual), then relu
 
-A gate with a ``gate_add(x, identity)`` method (SE, ECA, CBAM and its halves, SA) computes
-``identity + attn(x)`` in one fused op when the residual is the standard add; under ``torch.no_grad`` SE,
-ECA and CBAM write the result into the branch's temporary, as torchvision's ``out += identity`` does (and
-plain blocks do here).
-
 Conv-replacement rule (``conv=``): the replaced conv is the 3x3 conv that carries the block's stride and
 is followed by BN + ReLU, i.e. ``Bottleneck.conv2`` (torchvision position, as in SKNet / ResNeSt
 bottlenecks) and ``BasicBlock.conv1`` (as timm's ``SelectiveKernelBasic``). A replacement with
@@ -31,8 +26,9 @@ Per-stage options: ``attention`` / ``conv`` take one name or a list of 4 names (
 leaves a stage plain). List-valued kwargs with 4 entries are resolved per stage
 (``factory.resolve_stage_kwargs``).
 
-Stage modules (``stage_modules=[2, 3]``, Residual Attention) are kept in ``self.stage_modules`` (a
-ModuleDict keyed ``"layer2"`` ...) so torchvision key names stay untouched.
+Stage modules (``stage_module``: one ``STAGE_MODULES`` name such as ``"residual_attention"`` for every
+stage, or a list of 4 names with ``"none"`` for stages without one) run after their stage. They are kept in
+``self.stage_modules`` (a ModuleDict keyed ``"layer2"`` ...) so torchvision key names stay untouched.
 
 Differences from torchvision: ``base_width`` scales every stage (64 = torchvision; tiny values give CPU test
 models); ``last_stride=1`` keeps layer4 at stride 1 (ReID); ``frozen_bn`` keeps the backbone's own BN layers
@@ -87,20 +83,13 @@ class _Block(nn.Module):
         self.attn: nn.Module = attn if attn is not None else nn.Identity()
         self.residual = residual
 
-    def _attn_hooked(self) -> bool:
-        # hooks on the gate expect its forward to run, so they turn the fused path off
-        return bool(self.attn._forward_hooks or self.attn._forward_pre_hooks)
-
     def _merge(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        out = self.attn(out)
         if self.residual is not None:
-            out = self.residual(self.attn(out), identity)
-        elif hasattr(self.attn, "gate_add") and not self._attn_hooked():
-            # gates that scale their input fuse the scaling into the add: one pass instead of two
-            out = self.attn.gate_add(out, identity)
-        elif isinstance(self.attn, nn.Identity):
-            out += identity  # torchvision's in-place add: no new block-sized tensor
+            out = self.residual(out, identity)
         else:
-            out = self.attn(out) + identity
+            # a new tensor, not torchvision's ``+=``: a hook on the gate may keep the gate's output
+            out = out + identity
         return self.relu(out)
 
 
@@ -227,8 +216,7 @@ class ResNet(nn.Module):
         conv_kwargs: conv-replacement options; 4-entry lists are per stage.
         residual: ``"standard"`` (add) or a ``RESIDUALS`` name.
         residual_kwargs: options of the residual module; 4-entry lists are per stage.
-        stage_modules: stages (1..4) followed by a stage module.
-        stage_module: ``STAGE_MODULES`` name used for ``stage_modules``.
+        stage_module: module after each stage (``STAGE_MODULES`` name or ``"none"``), or a list of 4 names.
         stage_module_kwargs: its options; 4-entry lists are per stage.
         frozen_bn: keep the backbone's own BN layers in eval mode with frozen affine parameters.
         grad_checkpointing: recompute each block in backward (training only).
@@ -247,8 +235,7 @@ class ResNet(nn.Module):
         conv_kwargs: dict[str, Any] | None = None,
         residual: str | None = "standard",
         residual_kwargs: dict[str, Any] | None = None,
-        stage_modules: list[int] | tuple[int, ...] = (),
-        stage_module: str = "residual_attention",
+        stage_module: str | list[str] | None = "none",
         stage_module_kwargs: dict[str, Any] | None = None,
         frozen_bn: bool = False,
         grad_checkpointing: bool = False,
@@ -261,11 +248,9 @@ class ResNet(nn.Module):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
         if base_width < 1:
             raise ValueError(f"base_width must be positive, got {base_width}")
-        bad = [s for s in stage_modules if s not in range(1, NUM_STAGES + 1)]
-        if bad:
-            raise ValueError(f"stage_modules must be stages 1..{NUM_STAGES}, got {list(stage_modules)}")
         attn_names = resolve_stage_names(attention, "attention")
         conv_names = resolve_stage_names(conv, "conv")
+        stage_module_names = resolve_stage_names(stage_module, "stage_module")
 
         self.frozen_bn = frozen_bn
         self.grad_checkpointing = grad_checkpointing
@@ -294,11 +279,12 @@ class ResNet(nn.Module):
         self.num_features = self.inplanes
 
         self.stage_modules = nn.ModuleDict()
-        for s in sorted(set(stage_modules)):
-            channels = base_width * 2 ** (s - 1) * block.expansion
-            self.stage_modules[f"layer{s}"] = create_stage_module(
-                stage_module, channels, **resolve_stage_kwargs(stage_module_kwargs, s - 1)
-            )
+        for i, name in enumerate(stage_module_names):
+            # a plain stage in a per-stage list takes none of the module's options
+            kwargs = resolve_stage_kwargs(stage_module_kwargs, i) if name != "none" else {}
+            module = create_stage_module(name, base_width * 2**i * block.expansion, **kwargs)
+            if module is not None:
+                self.stage_modules[f"layer{i + 1}"] = module
 
         self._init_own_layers(zero_init_residual)
         if frozen_bn:
@@ -370,7 +356,7 @@ class ResNet(nn.Module):
         self.grad_checkpointing = enable
 
     def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if not (self.grad_checkpointing and self.training and torch.is_grad_enabled()):
+        if not (self.grad_checkpointing and self.training):
             return stage(x)  # called as a module so hooks registered on a stage fire
         for blk in stage:
             x = torch.utils.checkpoint.checkpoint(
@@ -495,9 +481,8 @@ def build_backbone(backbone_cfg: Any) -> ResNet:
             conv_kwargs=dict(backbone_cfg.conv_kwargs),
             residual=backbone_cfg.residual,
             residual_kwargs=dict(backbone_cfg.residual_kwargs),
-            stage_modules=list(backbone_cfg.residual_attention_stages),
-            stage_module="residual_attention",
-            stage_module_kwargs=dict(backbone_cfg.residual_attention_kwargs),
+            stage_module=backbone_cfg.stage_module,
+            stage_module_kwargs=dict(backbone_cfg.stage_module_kwargs),
             frozen_bn=backbone_cfg.frozen_bn,
             grad_checkpointing=backbone_cfg.grad_checkpointing,
         )

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import torch
 
-from video_attn.config.schema import BackboneConfig, ModelConfig, TemporalConfig
+from video_attn.config.schema import BackboneConfig, ModelConfig
 
 __all__ = ["convert_official_tam", "infer_tam_model_cfg", "official_tam_key_to_project"]
 
@@ -75,14 +75,22 @@ def infer_tam_model_cfg(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
             f"official TAM checkpoint has {len(layer3)} blocks in layer3; expected 6 (R50) or 23 (R101)"
         )
     num_segments = g0.shape[1]
+    kernel_size = g3.shape[0]
+    if l0.shape[2] != kernel_size:
+        raise ValueError(
+            f"official TAM checkpoint: L.0.weight {tuple(l0.shape)} has {l0.shape[2]} taps but G.3.weight "
+            f"{tuple(g3.shape)} has {kernel_size}; the official module uses one kernel_size for both"
+        )
     return ModelConfig(
         arch="tanet",
         num_classes=fc.shape[0],
         num_segments=num_segments,
         backbone=BackboneConfig(depth=depth, base_width=stem.shape[0]),
-        temporal=TemporalConfig(
-            alpha=g0.shape[0] // num_segments, beta=l0.shape[1] // l0.shape[0], kernel_size=g3.shape[0]
-        ),
+        temporal_kwargs={
+            "alpha": g0.shape[0] // num_segments,
+            "beta": l0.shape[1] // l0.shape[0],
+            "kernel_size": kernel_size,
+        },
     )
 
 

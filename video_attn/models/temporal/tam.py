@@ -1,21 +1,23 @@
 """TAM, the Temporal Adaptive Module of TANet.
 
-Liu et al., "TAM: Temporal Adaptive Module for Video Recognition", ICCV 2021 (arXiv 2005.06803), Sec. 3.
+Liu et al., "TAM: Temporal Adaptive Module for Video Recognition", ICCV 2021 (arXiv 2005.06803), Sec. 3;
+official code liu-zhy/temporal-adaptive-module, ``ops/temporal_module.py``.
 For an input of ``N`` clips of ``T`` frames, with ``s = mean_{h,w} x`` of shape (N, C, T):
 
+- local branch, a temporal importance map (Eq. 2):
+  ``imp = sigmoid(Conv1x1(relu(BN(ConvK(s)))))``, ``C -> C/beta -> C``, where ``ConvK`` is a temporal
+  ``Conv1d`` with ``kernel_size`` taps and padding ``kernel_size // 2`` (the official module; the paper's
+  figure draws 3 taps, which is the default);
 - global branch, one K-tap kernel per (n, c) (Eq. 3):
   ``w[n, c] = softmax(W2 relu(BN(W1 s[n, c])))`` with ``W1: T -> alpha*T`` and ``W2: alpha*T -> K``;
-- local branch, a temporal importance map (Eq. 2):
-  ``imp = sigmoid(Conv1x1(relu(BN(Conv3(s)))))``, ``C -> C/beta -> C``;
 - output (Eq. 4): ``y[n, t, c] = sum_k w[n, c, k] * imp[n, c, t+k-K//2] * x[n, t+k-K//2, c]``, a depthwise
-  temporal convolution of ``x * imp`` with zero padding ``K // 2`` and stride 1.
+  temporal convolution of ``imp * x`` with zero padding ``K // 2`` and stride 1.
 
 Parameter names (``G.0``, ``G.1``, ``G.3``, ``L.0``, ``L.1``, ``L.3``) follow the official module so that
-official checkpoints map 1:1. The official code runs the last step as one grouped ``conv2d`` (groups = N*C)
-over a permuted copy of the input. Here the default ``aggregation="shift"`` computes the same sum as K
-shifted, weighted copies of ``x`` in the original (N, T, C, H, W) layout, with a custom autograd function so
-the backward pass also avoids permuted copies and zero-padded temporaries (see ``benchmarks/temporal.py``).
-``aggregation="grouped_conv"`` keeps the official formulation.
+official checkpoints map 1:1. The official code runs Eq. 4 as one grouped ``conv2d`` (groups = N*C) over a
+permuted copy of the input. The default ``aggregation="shift"`` computes the same sum as K shifted, weighted
+copies of ``x`` in its own (N, T, C, H, W) layout (no permuted copy; channels_last is kept);
+``aggregation="grouped_conv"`` is the official formulation. ``benchmarks/temporal.py`` times both.
 
 The number of segments ``T`` is fixed at construction: the global branch's first Linear has ``T`` inputs, so
 a model trained with 8 segments cannot run 16. The branches' BatchNorm1d layers see N*C (global) and N*T
@@ -31,75 +33,58 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TAM", "temporal_adaptive_aggregate"]
+__all__ = ["TAM", "shift_frames", "shifted_weighted_sum", "tap_coefficients", "temporal_adaptive_aggregate"]
+
+Aggregation = Literal["shift", "grouped_conv"]
 
 
-class _ShiftedWeightedSum(torch.autograd.Function):
-    """``out[:, t] = sum_k a[:, t, :, k] * x[:, t + k - K//2]`` (zero outside [0, T)), broadcast over H, W.
+def shift_frames(x: Tensor, d: int) -> Tensor:
+    """``out[:, t] = x[:, t + d]`` for ``x`` of shape (N, T, ...), zero frames past the ends of T."""
+    if d == 0:
+        return x
+    if abs(d) >= x.shape[1]:
+        return torch.zeros_like(x)
+    return F.pad(x, (0, 0) * (x.dim() - 2) + (-d, d))  # crop d frames at one end, d zero frames at the other
 
-    ``x``: (N, T, C, H, W) in any memory layout; ``a``: (N, T, C, K). The products are accumulated in place
-    (``addcmul_``) so neither pass allocates more than its output.
+
+def shifted_weighted_sum(x: Tensor, coef: Tensor) -> Tensor:
+    """``out[:, t] = sum_k coef[:, t, :, k] * x[:, t + k - K//2]``, frames outside [0, T) being zeros.
+
+    Args:
+        x: (N, T, C, H, W) in any memory layout (the output has the same one).
+        coef: (N, T, C, K) per-frame, per-channel tap coefficients, broadcast over H, W.
+    Returns:
+        (N, T, C, H, W).
     """
+    num_taps = coef.shape[-1]
+    pad = num_taps // 2
+    coef = coef[..., None, None]  # (N, T, C, K, 1, 1)
+    out = coef[:, :, :, pad] * x  # the unshifted tap first, so that the sum keeps x's memory layout
+    for k in range(num_taps):
+        if k != pad:
+            out = out + coef[:, :, :, k] * shift_frames(x, k - pad)
+    return out
 
-    @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor) -> Tensor:
-        num_taps = a.shape[-1]
-        pad = num_taps // 2
-        t = x.shape[1]
-        coef = a.to(x.dtype)[..., None, None]
-        out = x * coef[:, :, :, pad]
-        for k in range(num_taps):
-            d = k - pad
-            if d == 0 or abs(d) >= t:
-                continue
-            if d < 0:
-                out[:, -d:].addcmul_(x[:, : t + d], coef[:, -d:, :, k])
-            else:
-                out[:, : t - d].addcmul_(x[:, d:], coef[:, : t - d, :, k])
-        ctx.save_for_backward(x, a)
-        return out
 
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, a = ctx.saved_tensors
-        num_taps = a.shape[-1]
-        pad = num_taps // 2
-        t = x.shape[1]
-        grad = grad.to(x.dtype)
-        grad_x = grad_a = None
-        if ctx.needs_input_grad[0]:
-            coef = a.to(x.dtype)[..., None, None]
-            grad_x = grad * coef[:, :, :, pad]
-            for k in range(num_taps):
-                d = k - pad
-                if d == 0 or abs(d) >= t:
-                    continue
-                if d < 0:
-                    grad_x[:, : t + d].addcmul_(grad[:, -d:], coef[:, -d:, :, k])
-                else:
-                    grad_x[:, d:].addcmul_(grad[:, : t - d], coef[:, : t - d, :, k])
-        if ctx.needs_input_grad[1]:
-            # Reduce over H*W per (n, t, c): vecdot avoids materialising the full-size product.
-            acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-            grad_a = torch.zeros(a.shape, dtype=acc_dtype, device=a.device)
-            g2 = grad.flatten(-2)
-            x2 = x.flatten(-2)
-            for k in range(num_taps):
-                d = k - pad
-                if abs(d) >= t:
-                    continue
-                if d <= 0:
-                    grad_a[:, -d:, :, k] = torch.linalg.vecdot(g2[:, -d:], x2[:, : t + d]).to(acc_dtype)
-                else:
-                    grad_a[:, : t - d, :, k] = torch.linalg.vecdot(g2[:, : t - d], x2[:, d:]).to(acc_dtype)
-            grad_a = grad_a.to(a.dtype)
-        return grad_x, grad_a
+def tap_coefficients(kernel: Tensor, importance: Tensor) -> Tensor:
+    """``coef[n, t, c, k] = kernel[n, c, k] * importance[n, c, t + k - K//2]``, zero outside [0, T).
+
+    Args:
+        kernel: (N, C, K) temporal kernels.
+        importance: (N, C, T) importance of each frame.
+    Returns:
+        (N, T, C, K), the coefficients of :func:`shifted_weighted_sum` that give Eq. 4.
+    """
+    num_taps, t = kernel.shape[-1], importance.shape[-1]
+    pad = num_taps // 2
+    imp_windows = F.pad(importance, (pad, pad)).unfold(-1, t, 1)  # (N, C, K, T): imp[n, c, t + k - pad]
+    return (kernel.unsqueeze(-1) * imp_windows).permute(0, 3, 1, 2)
 
 
 def temporal_adaptive_aggregate(
-    x: Tensor, kernel: Tensor, importance: Tensor, aggregation: Literal["shift", "grouped_conv"] = "shift"
+    x: Tensor, kernel: Tensor, importance: Tensor, aggregation: Aggregation = "shift"
 ) -> Tensor:
-    """Depthwise temporal convolution of ``x * importance`` with one kernel per (clip, channel).
+    """Eq. 4: depthwise temporal convolution of ``importance * x`` with one kernel per (clip, channel).
 
     Args:
         x: (N, T, C, H, W) features.
@@ -113,22 +98,20 @@ def temporal_adaptive_aggregate(
     n, t, c, h, w = x.shape
     num_taps = kernel.shape[-1]
     pad = num_taps // 2
+    kernel, importance = kernel.to(x.dtype), importance.to(x.dtype)
     if aggregation == "grouped_conv":
-        xc = x.permute(0, 2, 1, 3, 4).contiguous() * importance.to(x.dtype).view(n, c, t, 1, 1)
+        weighted = x.permute(0, 2, 1, 3, 4).contiguous() * importance.view(n, c, t, 1, 1)
         out = F.conv2d(
-            xc.view(1, n * c, t, h * w),
-            kernel.to(x.dtype).reshape(n * c, 1, num_taps, 1),
+            weighted.view(1, n * c, t, h * w),
+            kernel.reshape(n * c, 1, num_taps, 1),
             padding=(pad, 0),
             groups=n * c,
         )
         return out.view(n, c, t, h, w).permute(0, 2, 1, 3, 4)
     if aggregation != "shift":
         raise ValueError(f"aggregation={aggregation!r}; valid: 'shift', 'grouped_conv'")
-    # a[n, t, c, k] = kernel[n, c, k] * importance[n, c, t + k - pad]: folding the importance into the
-    # per-tap coefficients saves a full-size multiply and temporary.
-    windows = F.pad(importance, (pad, pad)).unfold(-1, t, 1)  # (N, C, K, T)
-    coef = (windows * kernel.unsqueeze(-1).to(windows.dtype)).permute(0, 3, 1, 2)  # (N, T, C, K)
-    return _ShiftedWeightedSum.apply(x, coef)
+    # Folding the importance into the tiny tap coefficients spares a full-size product and its backward.
+    return shifted_weighted_sum(x, tap_coefficients(kernel, importance))
 
 
 class TAM(nn.Module):
@@ -139,11 +122,12 @@ class TAM(nn.Module):
         num_segments: frames T per clip; fixed (the global branch's first Linear has T inputs).
         alpha: expansion of the global branch (hidden size alpha*T). Default 2 as official.
         beta: reduction of the local branch (hidden channels C // beta). Default 4 as official.
-        kernel_size: taps K of the adaptive kernel (odd). Default 3 as official.
-        aggregation: ``"shift"`` (default, faster) or ``"grouped_conv"`` (official formulation); same math.
+        kernel_size: taps K of the adaptive kernel and of the local branch's first temporal conv (odd).
+            Default 3 as official.
+        aggregation: ``"shift"`` (default) or ``"grouped_conv"`` (official formulation); same values.
 
     Shape:
-        input (N*T, C, H, W) -> output (N*T, C, H, W); any memory format (channels_last is kept).
+        input (N*T, C, H, W) -> output (N*T, C, H, W); any memory format (channels_last is kept by "shift").
     """
 
     def __init__(
@@ -153,7 +137,7 @@ class TAM(nn.Module):
         alpha: int = 2,
         beta: int = 4,
         kernel_size: int = 3,
-        aggregation: Literal["shift", "grouped_conv"] = "shift",
+        aggregation: Aggregation = "shift",
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -178,7 +162,7 @@ class TAM(nn.Module):
         )
         reduced = in_channels // beta
         self.L = nn.Sequential(
-            nn.Conv1d(in_channels, reduced, kernel_size=3, stride=1, padding=1, bias=False),
+            nn.Conv1d(in_channels, reduced, kernel_size, stride=1, padding=kernel_size // 2, bias=False),
             nn.BatchNorm1d(reduced),
             nn.ReLU(inplace=True),
             nn.Conv1d(reduced, in_channels, kernel_size=1, bias=False),
@@ -197,11 +181,11 @@ class TAM(nn.Module):
             )
         n = nt // t
         x5 = x.view(n, t, c, h, w)
-        squeezed = x5.mean(dim=(3, 4)).transpose(1, 2)  # (N, C, T)
-        kernel = self.G(squeezed.reshape(n * c, t)).view(n, c, self.kernel_size)
-        importance = self.L(squeezed)  # (N, C, T)
-        out = temporal_adaptive_aggregate(x5, kernel, importance, self.aggregation)
-        return out.reshape(nt, c, h, w) if self.aggregation == "grouped_conv" else out.view(nt, c, h, w)
+        squeezed = x5.mean(dim=(3, 4)).transpose(1, 2)  # s: (N, C, T)
+        kernel = self.G(squeezed.reshape(n * c, t)).view(n, c, self.kernel_size)  # Eq. 3
+        importance = self.L(squeezed)  # Eq. 2, (N, C, T)
+        out = temporal_adaptive_aggregate(x5, kernel, importance, self.aggregation)  # Eq. 4
+        return out.reshape(nt, c, h, w)
 
     def extra_repr(self) -> str:
         return (

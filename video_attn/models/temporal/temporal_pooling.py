@@ -78,7 +78,7 @@ class TemporalAttentionPool(nn.Module):
         if h < kh or w < kw:
             raise ValueError(
                 f"TemporalAttentionPool: feature map {h}x{w} is smaller than the spatial kernel {kh}x{kw}; "
-                "set model.temporal.attention_kernel to the backbone's output size"
+                "set model.temporal_kwargs.spatial_kernel to the backbone's output size"
             )
         pooled = maps.mean(dim=(2, 3))
         att = F.relu(self.attention_conv(maps)).mean(dim=(2, 3))

@@ -1,15 +1,22 @@
-"""PK identity sampler for ReID training (Hermans et al. 2017; torchreid's ``RandomIdentitySampler``).
+"""Batch samplers: which dataset items make up each training / evaluation batch.
 
-Each batch holds P identities x K tracklets (``K = train.num_instances``, ``P = batch_size // K``). Per epoch:
-every identity's tracklets are shuffled and cut into groups of K (an identity with fewer than K tracklets
-is sampled with replacement up to K, as torchreid; a trailing partial group is dropped); then batches are
-formed by repeatedly drawing P distinct identities that still have groups and taking one group from each,
-until fewer than P identities are left.
+- :class:`ResumableBatchSampler` cuts an index order (``DistributedSampler`` or the identity sampler) into
+  batches of ``(epoch, index)`` keys, for :class:`video_attn.data.build.EpochSeededDataset`; a resumed epoch
+  skips the batches it has already seen.
+- :class:`RandomIdentitySampler`: the PK identity order for ReID training (Hermans et al. 2017, "In Defense of
+  the Triplet Loss"; torchreid's ``RandomIdentitySampler``).
 
-Distributed: every rank builds the same epoch list from ``(seed, epoch)`` and takes batches
+PK order: each batch holds P identities x K tracklets (``K = train.num_instances``, ``P = batch_size // K``).
+Per epoch, every identity's tracklets are shuffled and cut into groups of K (an identity with fewer than K
+tracklets is sampled with replacement up to K, as torchreid; a trailing partial group is dropped); then
+batches are formed by repeatedly drawing P distinct identities that still have groups and taking one group
+from each, until fewer than P identities are left.
+
+Distributed: every rank builds the same PK epoch list from ``(seed, epoch)`` and takes batches
 ``rank, rank + W, rank + 2W, ...`` of it, truncated to a common number of batches, so ranks see disjoint
-data and have the same length. The sampler yields dataset indices; the loader must batch them in order with
-``batch_size`` (per process) and ``drop_last``. ``len()`` is exact (the epoch list is built to answer it).
+data and have the same length. The identity sampler yields dataset indices in batch order; the resumable
+batch sampler cuts them with the same per-process ``batch_size`` and ``drop_last``. ``len()`` is exact (the
+epoch list is built to answer it).
 """
 
 from __future__ import annotations
@@ -20,8 +27,51 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+__all__ = ["RandomIdentitySampler", "ResumableBatchSampler", "build_identity_sampler"]
+
+
+class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(epoch, index)`` keys from an index sampler; the first ``skip_batches`` can be skipped.
+
+    ``set_epoch`` is forwarded to the wrapped sampler (DistributedSampler / identity sampler).
+    ``skip_batches`` applies to the next pass only (a resumed epoch), then resets to 0.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.sampler)  # type: ignore[arg-type]
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        skip, self.skip_batches = self.skip_batches, 0
+        epoch = self.epoch
+        batch: list[tuple[int, int]] = []
+        produced = 0
+        for index in self.sampler:
+            batch.append((epoch, int(index)))
+            if len(batch) == self.batch_size:
+                if produced >= skip:
+                    yield batch
+                produced += 1
+                batch = []
+        if batch and not self.drop_last and produced >= skip:
+            yield batch
+
 
 class RandomIdentitySampler(Sampler[int]):
+    """Dataset indices in PK batch order (see the module docstring), a pure function of ``(seed, epoch)``."""
+
     def __init__(
         self,
         pids: Sequence[int] | np.ndarray,

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from video_attn.config.schema import Config
-from video_attn.data.sampling import (
+from video_attn.data.frame_sampling import (
+    AllClipsSampler,
     AllFramesSampler,
     ConsecutiveSampler,
     DenseSampler,
     EvenlySampler,
     RandomFramesSampler,
     SegmentSampler,
-    build_sampler,
+    build_frame_sampler,
 )
 
 LENGTHS = [1, 3, 7, 8, 9, 64, 65, 301]
@@ -110,8 +111,20 @@ def test_random_frames_sorted_distinct_and_short():
 
 
 def test_all_frames():
-    out = AllFramesSampler()(13, None)
+    out = AllFramesSampler()(13, np.random.default_rng(0))
     np.testing.assert_array_equal(out, np.arange(13)[None])
+
+
+def test_all_clips_cover_the_video_and_pad_with_the_last_frame():
+    sampler = AllClipsSampler(4)
+    np.testing.assert_array_equal(sampler(10, np.random.default_rng(0)),
+                                  [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 9, 9]])
+    np.testing.assert_array_equal(sampler(8, np.random.default_rng(0)), [[0, 1, 2, 3], [4, 5, 6, 7]])
+    np.testing.assert_array_equal(sampler(1, np.random.default_rng(0)), [[0, 0, 0, 0]])
+    with pytest.raises(ValueError, match="0 frames"):
+        sampler(0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="clip_len must be a positive integer, got 0"):
+        AllClipsSampler(0)
 
 
 def test_seed_changes_draws():
@@ -120,33 +133,33 @@ def test_seed_changes_draws():
     assert not np.array_equal(a, b)
 
 
-def test_build_sampler_maps_config():
+def test_build_frame_sampler_maps_config():
     data = Config().data
     split = data.val
     split.sampler, split.num_clips = "tsn", 1
-    s = build_sampler(split, data, 8, train=False)
+    s = build_frame_sampler(split, data, 8, train=False)
     assert isinstance(s, SegmentSampler) and s.mode == "center"
     split.num_clips = 2
-    assert build_sampler(split, data, 8, train=False).mode == "uniform"
+    assert build_frame_sampler(split, data, 8, train=False).mode == "uniform"
     split.sampler, split.num_clips = "dense", 10
     data.frame_interval = 4
-    s = build_sampler(split, data, 16, train=False)
+    s = build_frame_sampler(split, data, 16, train=False)
     assert isinstance(s, DenseSampler)
     assert (s.clip_len, s.frame_interval, s.mode, s.num_views) == (16, 4, "uniform", 10)
     train = data.train
     train.sampler = "consecutive"
-    assert build_sampler(train, data, 16, train=True).mode == "random"
+    assert build_frame_sampler(train, data, 16, train=True).mode == "random"
     split.sampler, split.num_clips = "consecutive", 1
-    assert build_sampler(split, data, 16, train=False).mode == "start"
+    assert build_frame_sampler(split, data, 16, train=False).mode == "start"
     split.sampler = "evenly"
-    assert build_sampler(split, data, 4, train=False).mode == "center"
+    assert build_frame_sampler(split, data, 4, train=False).mode == "center"
     split.sampler = "all"
-    assert isinstance(build_sampler(split, data, 4, train=False), AllFramesSampler)
+    assert isinstance(build_frame_sampler(split, data, 4, train=False), AllFramesSampler)
     split.sampler = "random"
-    assert isinstance(build_sampler(split, data, 4, train=True), RandomFramesSampler)
+    assert isinstance(build_frame_sampler(split, data, 4, train=True), RandomFramesSampler)
     split.sampler = "bogus"
-    with pytest.raises(ValueError, match="valid: tsn, dense"):
-        build_sampler(split, data, 4, train=False)
+    with pytest.raises(ValueError, match=r"sampler 'bogus' \(data.<split>.sampler\); valid: tsn, dense"):
+        build_frame_sampler(split, data, 4, train=False)
     with pytest.raises(ValueError, match="positive"):
         SegmentSampler(0)
     with pytest.raises(ValueError, match="mode"):

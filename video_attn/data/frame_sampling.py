@@ -7,7 +7,11 @@ Every sampler is a callable ``sampler(num_frames, rng) -> np.ndarray`` of dtype 
 - :class:`SegmentSampler`: TSN (Wang et al., ECCV'16) segments, as in the TSN / TSM / TANet data loaders.
 - :class:`DenseSampler`: frames at a fixed stride inside a window (I3D / SlowFast / TANet-Kinetics).
 - :class:`ConsecutiveSampler`, :class:`EvenlySampler`, :class:`RandomFramesSampler`,
-  :class:`AllFramesSampler`: the video-ReID samplers (GLTR training, torchreid's "evenly" / "random" / "all").
+  :class:`AllFramesSampler`, :class:`AllClipsSampler`: the video-ReID samplers (GLTR training, torchreid's
+  "evenly" / "random" / "all" / "dense").
+
+Frame samplers pick frames inside one video; which videos make up a batch is the business of the batch
+samplers (``video_attn.data.batch_samplers``).
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AllFramesSampler", "ConsecutiveSampler", "DenseSampler", "EvenlySampler", "FrameSampler",
-           "RandomFramesSampler", "SegmentSampler", "build_sampler"]
+__all__ = ["AllClipsSampler", "AllFramesSampler", "ConsecutiveSampler", "DenseSampler", "EvenlySampler",
+           "FrameSampler", "RandomFramesSampler", "SegmentSampler", "build_frame_sampler"]
 
 
 def _check_positive(name: str, value: int) -> int:
@@ -44,7 +48,8 @@ def _spread(num_frames: int, length: int) -> np.ndarray:
 
 
 class FrameSampler:
-    """Base class: subclasses implement ``__call__`` and set ``clip_len`` and ``num_views``."""
+    """Base class: subclasses implement ``__call__`` and set ``clip_len`` and ``num_views``
+    (-1 when the value depends on the video's length)."""
 
     clip_len: int
     num_views: int
@@ -196,8 +201,24 @@ class AllFramesSampler(FrameSampler):
         return np.arange(_check_frames(num_frames), dtype=np.int64)[None, :]
 
 
-def build_sampler(split_cfg: Any, data_cfg: Any, clip_len: int, train: bool) -> FrameSampler:
-    """The sampler a config asks for (``data.<split>.sampler``, ``.num_clips``, ``data.frame_interval``).
+class AllClipsSampler(FrameSampler):
+    """All non-overlapping clips of ``clip_len`` consecutive frames covering the video (torchreid's test
+    mode ``dense``): shape ``(ceil(n / clip_len), clip_len)``; the last clip is padded with the last frame.
+    """
+
+    def __init__(self, clip_len: int) -> None:
+        self.clip_len = _check_positive("clip_len", clip_len)
+        self.num_views = -1  # variable: ceil(n / clip_len)
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        n = _check_frames(num_frames)
+        num_clips = -(-n // self.clip_len)
+        idx = np.arange(num_clips * self.clip_len, dtype=np.int64)
+        return np.minimum(idx, n - 1).reshape(num_clips, self.clip_len)
+
+
+def build_frame_sampler(split_cfg: Any, data_cfg: Any, clip_len: int, train: bool) -> FrameSampler:
+    """The frame sampler of a config (``data.<split>.sampler``, ``.num_clips``, ``data.frame_interval``).
 
     ``train`` picks the random mode of each sampler, otherwise the deterministic test mode:
     tsn -> random / center (``num_clips == 1``) / uniform-k; dense -> random / uniform (k windows);
@@ -221,4 +242,5 @@ def build_sampler(split_cfg: Any, data_cfg: Any, clip_len: int, train: bool) -> 
         if num_clips != 1:
             raise ValueError("sampler 'all' takes every frame once; num_clips must be 1")
         return AllFramesSampler()
-    raise ValueError(f"unknown sampler {name!r}; valid: tsn, dense, consecutive, evenly, random, all")
+    raise ValueError(f"unknown frame sampler {name!r} (data.<split>.sampler); valid: tsn, dense, "
+                     "consecutive, evenly, random, all")
