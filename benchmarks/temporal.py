@@ -9,11 +9,11 @@ TAM sits on the bottleneck width after conv1): (16, 64, 56, 56), (16, 128, 28, 2
 (16, 512, 7, 7). Three implementations side by side, forward (no grad) and forward + backward, median of
 ``--repeats`` after a warm-up, geometric mean over the shapes:
 
-- ``shift``: the library's default, K zero-padded shifted copies of x times coefficients in plain tensor ops,
+- ``shift``: the library's default, ``ShiftedWeightedSumFunction``: the shifted, weighted copies accumulated
+  in place, with a written-out backward;
+- ``shift_autograd``: the same sum as K zero-padded shifted copies times coefficients in plain tensor ops,
   autograd's backward;
 - ``shift_inplace``: the same sum in plain ops as in-place slice accumulation (defined here only);
-- ``shift_fn``: the same sum as a custom ``torch.autograd.Function`` with a hand-written backward that
-  accumulates in place (defined here only, as the candidate the plain version has to match);
 - ``grouped_conv``: the official formulation (permuted copy, one grouped conv2d with groups = N*C).
 
 Then the whole TAM module with ``aggregation="shift"`` against ``"grouped_conv"`` (both share the global and
@@ -46,67 +46,6 @@ from video_attn.models.temporal.tam import TAM, tap_coefficients, temporal_adapt
 SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
 
-class ShiftedWeightedSumFunction(torch.autograd.Function):
-    """``out[:, t] = sum_k a[:, t, :, k] * x[:, t + k - K//2]`` (zero outside [0, T)) with a hand-written
-    backward; ``x``: (N, T, C, H, W), ``a``: (N, T, C, K). Products accumulate in place (``addcmul_``) so
-    neither pass allocates more than its output; the coefficient gradient reduces over H*W with ``vecdot``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor) -> Tensor:
-        num_taps, t = a.shape[-1], x.shape[1]
-        pad = num_taps // 2
-        coef = a.to(x.dtype)[..., None, None]
-        out = x * coef[:, :, :, pad]
-        for k in range(num_taps):
-            d = k - pad
-            if d == 0 or abs(d) >= t:
-                continue
-            if d < 0:
-                out[:, -d:].addcmul_(x[:, : t + d], coef[:, -d:, :, k])
-            else:
-                out[:, : t - d].addcmul_(x[:, d:], coef[:, : t - d, :, k])
-        ctx.save_for_backward(x, a)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, a = ctx.saved_tensors
-        num_taps, t = a.shape[-1], x.shape[1]
-        pad = num_taps // 2
-        grad = grad.to(x.dtype)
-        grad_x = grad_a = None
-        if ctx.needs_input_grad[0]:
-            coef = a.to(x.dtype)[..., None, None]
-            grad_x = grad * coef[:, :, :, pad]
-            for k in range(num_taps):
-                d = k - pad
-                if d == 0 or abs(d) >= t:
-                    continue
-                if d < 0:
-                    grad_x[:, : t + d].addcmul_(grad[:, -d:], coef[:, -d:, :, k])
-                else:
-                    grad_x[:, d:].addcmul_(grad[:, : t - d], coef[:, : t - d, :, k])
-        if ctx.needs_input_grad[1]:
-            acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-            grad_a = torch.zeros(a.shape, dtype=acc_dtype, device=a.device)
-            g2, x2 = grad.flatten(-2), x.flatten(-2)
-            for k in range(num_taps):
-                d = k - pad
-                if abs(d) >= t:
-                    continue
-                if d <= 0:
-                    grad_a[:, -d:, :, k] = torch.linalg.vecdot(g2[:, -d:], x2[:, : t + d]).to(acc_dtype)
-                else:
-                    grad_a[:, : t - d, :, k] = torch.linalg.vecdot(g2[:, : t - d], x2[:, d:]).to(acc_dtype)
-            grad_a = grad_a.to(a.dtype)
-        return grad_x, grad_a
-
-
-def shift_fn_aggregate(x: Tensor, kernel: Tensor, importance: Tensor) -> Tensor:
-    """Eq. 4 through :class:`ShiftedWeightedSumFunction` (the custom-backward candidate)."""
-    return ShiftedWeightedSumFunction.apply(x, tap_coefficients(kernel.to(x.dtype), importance.to(x.dtype)))
-
-
 def shift_inplace_aggregate(x: Tensor, kernel: Tensor, importance: Tensor) -> Tensor:
     """Eq. 4 in plain ops as in-place slice accumulation (another plain form, for comparison): a cheaper
     forward than zero-padded shifted copies, a costlier backward (autograd clones per in-place slice)."""
@@ -127,8 +66,8 @@ def shift_inplace_aggregate(x: Tensor, kernel: Tensor, importance: Tensor) -> Te
 
 AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
     "shift": partial(temporal_adaptive_aggregate, aggregation="shift"),
+    "shift_autograd": partial(temporal_adaptive_aggregate, aggregation="shift_autograd"),
     "shift_inplace": shift_inplace_aggregate,
-    "shift_fn": shift_fn_aggregate,
     "grouped_conv": partial(temporal_adaptive_aggregate, aggregation="grouped_conv"),
 }
 
@@ -231,14 +170,14 @@ def bench_aggregation(args: argparse.Namespace, device: torch.device, amp: bool,
     print(
         f"\nTAM aggregation (Eq. 4) alone, K={args.kernel_size}, {args.segments} segments x batch "
         f"{args.batch}, device {device.type}{_setting(amp, compiled)}; ms, then grouped_conv time / each "
-        "time, then shift time / shift_fn time (> 1: the custom Function beats the library's plain ops)"
+        "time, then shift_autograd time / shift time (> 1: the fused Function beats the plain ops)"
     )
     print(
         f"{'pass':>4} {'shape (NT,C,H,W)':>20} | "
         + " ".join(f"{n:>13}" for n in names)
         + " | "
         + " ".join(f"{'conv/' + n:>18}" for n in names[:-1])
-        + f" | {'shift/shift_fn':>14}"
+        + f" | {'autograd/shift':>14}"
     )
     ratios: dict[str, dict[str, list[float]]] = {p: {n: [] for n in names} for p in ("fwd", "f+b")}
     nt = args.segments * args.batch
@@ -254,7 +193,7 @@ def bench_aggregation(args: argparse.Namespace, device: torch.device, amp: bool,
             r = ratios[pass_name]
             for name in names[:-1]:
                 r[name].append(times["grouped_conv"] / times[name])
-            r["grouped_conv"].append(times["shift"] / times["shift_fn"])  # slot reused for shift / shift_fn
+            r["grouped_conv"].append(times["shift_autograd"] / times["shift"])  # slot reused: plain / fused
             print(
                 f"{pass_name:>4} {str((nt, channels, side, side)):>20} | "
                 + " ".join(f"{times[n] * 1e3:13.3f}" for n in names)
@@ -266,7 +205,7 @@ def bench_aggregation(args: argparse.Namespace, device: torch.device, amp: bool,
         print(
             f"geometric mean, {pass_name}: "
             + ", ".join(f"grouped_conv / {n} {_geomean(r[n]):.2f}x" for n in names[:-1])
-            + f"; shift / shift_fn {_geomean(r['grouped_conv']):.2f}x"
+            + f"; shift_autograd / shift {_geomean(r['grouped_conv']):.2f}x"
         )
 
 

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from video_attn.models.temporal.tam import TAM, temporal_adaptive_aggregate
+from video_attn.models.temporal.tam import (
+    AGGREGATIONS,
+    TAM,
+    ShiftedWeightedSumFunction,
+    shifted_weighted_sum,
+    temporal_adaptive_aggregate,
+)
 
 
 class OfficialStyleTAM(nn.Module):
@@ -95,12 +101,29 @@ def test_local_branch_first_conv_has_kernel_size_taps(k):
     assert tam.G[3].weight.shape == (k, 16)
 
 
-def test_grouped_conv_option_matches_shift():
+@pytest.mark.parametrize("aggregation", ["shift_autograd", "grouped_conv"])
+def test_aggregation_options_match_the_default(aggregation):
     tam, _ = _pair(16, 4)
-    conv = TAM(16, 4, aggregation="grouped_conv").double()
-    conv.load_state_dict(tam.state_dict())
+    other = TAM(16, 4, aggregation=aggregation).double()
+    other.load_state_dict(tam.state_dict())
     x = torch.randn(8, 16, 3, 3, dtype=torch.float64)
-    torch.testing.assert_close(tam(x), conv(x))
+    torch.testing.assert_close(tam(x), other(x))
+
+
+@pytest.mark.parametrize(("t", "k"), [(6, 3), (4, 5), (2, 5), (1, 3)])
+def test_fused_shifted_sum_equals_plain_ops(t, k):
+    """The written-out backward of the fused form gives autograd's gradients of the plain-ops form."""
+    torch.manual_seed(0)
+    x = torch.randn(2, t, 3, 4, 5, dtype=torch.float64)
+    coef = torch.randn(2, t, 3, k, dtype=torch.float64)
+    x1, c1 = x.clone().requires_grad_(), coef.clone().requires_grad_()
+    x2, c2 = x.clone().requires_grad_(), coef.clone().requires_grad_()
+    y1, y2 = ShiftedWeightedSumFunction.apply(x1, c1), shifted_weighted_sum(x2, c2)
+    torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y1)
+    for a, b in zip(torch.autograd.grad(y1, (x1, c1), g), torch.autograd.grad(y2, (x2, c2), g), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.equal(x1, x) and torch.equal(c1, coef)  # inputs untouched
 
 
 def test_aggregation_gradcheck():
@@ -108,7 +131,7 @@ def test_aggregation_gradcheck():
     x = torch.randn(2, 4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     kernel = torch.rand(2, 3, 3, dtype=torch.float64, requires_grad=True)
     imp = torch.rand(2, 3, 4, dtype=torch.float64, requires_grad=True)
-    for aggregation in ("shift", "grouped_conv"):
+    for aggregation in AGGREGATIONS:
         assert torch.autograd.gradcheck(
             lambda a, b, c, mode=aggregation: temporal_adaptive_aggregate(a, b, c, mode), (x, kernel, imp)
         )
@@ -130,7 +153,7 @@ def test_aggregation_is_the_documented_sum(t, k):
                     src = ti + tap - k // 2
                     if 0 <= src < t:
                         expected[b, ti, ch] += kernel[b, ch, tap] * imp[b, ch, src] * x[b, src, ch]
-    for aggregation in ("shift", "grouped_conv"):
+    for aggregation in AGGREGATIONS:
         torch.testing.assert_close(temporal_adaptive_aggregate(x, kernel, imp, aggregation), expected)
 
 
