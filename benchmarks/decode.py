@@ -33,9 +33,11 @@ from video_attn.data.synthetic.action import write_h264
 from video_attn.data.transforms import build_clip_transform
 
 
-def make_video(path: str, height: int, width: int, seconds: float, gop: int, fps: int = 30) -> None:
-    """Camera-like content: a smooth background panning, moving blocks and mild sensor noise."""
-    rng = np.random.default_rng(0)
+def make_video(
+    path: str, height: int, width: int, seconds: float, gop: int, fps: int = 30, seed: int = 0
+) -> None:
+    """Camera-like content: a smooth background panning, moving blocks (placed by ``seed``), sensor noise."""
+    rng = np.random.default_rng(seed)
     num = int(seconds * fps)
     yy, xx = np.mgrid[:height, : width + 4 * num].astype(np.float32)
     background = np.stack(

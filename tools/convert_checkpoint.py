@@ -83,6 +83,8 @@ def convert_tam(state_dict: dict, config: str | None, num_segments: int | None) 
     if config is not None:
         cfg = load_config(config)
         model_cfg = cfg.model
+        if model_cfg.num_classes is None:  # unset in the config: the checkpoint's classifier decides
+            model_cfg.num_classes = infer_tam_model_cfg(state_dict).num_classes
     else:
         model_cfg = infer_tam_model_cfg(state_dict)
         print(
@@ -101,11 +103,15 @@ def convert_gltr(state_dict: dict, config: str | None) -> tuple[dict, Any]:
     from video_attn.models.convert.gltr import convert_official_gltr
 
     cfg = None
+    fc = state_dict.get("classifier.weight", state_dict.get("module.classifier.weight"))
     if config is not None:
         cfg = load_config(config)
         model_cfg = cfg.model
+        if model_cfg.num_classes is None:  # unset in the config: the checkpoint's classifier decides
+            if fc is None:
+                raise ConvertError("no classifier.weight in the GLTR checkpoint; set model.num_classes")
+            model_cfg.num_classes = int(fc.shape[0])
     else:
-        fc = state_dict.get("classifier.weight", state_dict.get("module.classifier.weight"))
         if fc is None:
             raise ConvertError("no classifier.weight in the GLTR checkpoint; pass --config")
         model_cfg = ModelConfig(

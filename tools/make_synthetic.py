@@ -5,7 +5,8 @@
     python tools/make_synthetic.py reid --out data/synthetic_reid [--seed 0]
 
 action: H.264 videos of an object moving left / right / up / down (classes only a temporal model can tell
-apart), with generic list files DIR/train.txt, DIR/val.txt ("videos/<name>.mp4 <label>") and DIR/classes.txt.
+apart), with generic list files DIR/train.txt, DIR/val.txt ("videos/<name>.mp4 <label>"), DIR/classes.txt and
+DIR/flip_pairs.txt (the classes a horizontal flip swaps, for data.flip_pairs_file).
 reid: a MARS-layout dataset (bbox_train/, bbox_test/, info/).
 Exit status 0 on success, 1 with a one-line reason on bad arguments or a failed write.
 """

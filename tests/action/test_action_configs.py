@@ -86,6 +86,6 @@ def test_synthetic_configs():
     assert tanet.data.root == "data/synthetic_action" and tanet.data.train.ann_file == "train.txt"
     assert (tanet.model.backbone.depth, tanet.model.num_segments, tanet.data.input_size) == (18, 8, [64, 64])
     assert tanet.data.num_workers == 2 and tanet.device == "cpu"
-    # the flip swaps left (0) and right (1)
-    assert tanet.data.flip_label_map == {0: 1, 1: 0}
+    # the flip pairs (left 0 <-> right 1) come from the generated data, not from the config
+    assert tanet.data.flip_pairs_file == "flip_pairs.txt" and not tanet.data.flip_label_map
     assert tsn.model.arch == "tsn" and tsn.train == tanet.train and tsn.model.backbone == tanet.model.backbone

@@ -75,26 +75,60 @@ def test_duplicates_counted_once_and_multi_view_average_modes():
     assert ev_prob.compute()["top1"] == 100.0
 
 
-def test_save_writes_rescorable_predictions(tmp_path):
+def test_save_writes_named_predictions_and_confusion_matrix(tmp_path):
     rng = np.random.default_rng(0)
-    ev = ActionEvaluator(6)
+    names = ["jump", "run", "sit", "swim", "walk", "wave"]
+    ev = ActionEvaluator(6, class_names=names)
     scores = rng.normal(size=(20, 6)).astype(np.float32)
     labels = rng.integers(0, 6, 20)
     valid = np.ones(20, dtype=bool)
     valid[3] = False
-    ev.update(scores[:10], labels[:10], np.arange(10), valid[:10])
-    ev.update(scores[10:], labels[10:], np.arange(10, 20), valid[10:])
+    paths = [f"videos/v{i}.mp4" for i in range(20)]
+    ev.update(scores[:10], labels[:10], np.arange(10), valid[:10], paths=paths[:10])
+    ev.update(scores[10:], labels[10:], np.arange(10, 20), valid[10:], paths=paths[10:])
     metrics = ev.compute()
-    paths = ev.save(tmp_path / "out")
-    data = np.load(paths["predictions"])
+    out = ev.save(tmp_path / "out" / "best", topk=3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [  # nothing else (no temp files)
+        "best_confusion.npy", "best_confusion.png", "best_predictions.csv", "best_predictions.npz"
+    ]
+    data = np.load(out["predictions.npz"], allow_pickle=False)
     np.testing.assert_array_equal(data["scores"], scores)
-    np.testing.assert_array_equal(data["indices"], np.arange(20))
+    assert data["paths"].tolist() == paths and data["class_names"].tolist() == names
     rescored = ActionEvaluator(6)
     rescored.update(data["scores"], data["labels"], data["indices"], data["valid"])
     assert rescored.compute() == metrics
-    assert np.load(paths["confusion_npy"]).sum() == 19
-    assert paths["confusion_png"].read_bytes()[:4] == b"\x89PNG"
-    rows = list(csv.reader(paths["top5_csv"].open()))
-    assert rows[0][:4] == ["index", "label", "valid", "pred1"] and len(rows) == 21
-    assert int(rows[1][3]) == int(np.argmax(scores[0]))
-    assert not list((tmp_path / "out").glob("*.tmp"))
+
+    rows = list(csv.DictReader(out["predictions.csv"].open()))
+    assert len(rows) == 20 and list(rows[0])[:7] == [
+        "index", "path", "valid", "label", "label_name", "pred", "pred_name"
+    ]
+    assert rows[3]["valid"] == "0" and rows[3]["pred"] == rows[3]["top1_prob"] == ""
+    scored = [r for r in rows if r["valid"] == "1"]
+    top1 = 100.0 * np.mean([r["pred"] == r["label"] for r in scored])
+    assert top1 == pytest.approx(metrics["top1"])
+    probs = torch.from_numpy(scores).softmax(dim=1).numpy()
+    for r in scored:
+        i = int(r["index"])
+        best = np.argsort(-scores[i], kind="stable")[:3].tolist()
+        assert r["path"] == paths[i] and r["label_name"] == names[labels[i]]
+        assert [int(r[f"top{k}"]) for k in (1, 2, 3)] == best and int(r["pred"]) == best[0]
+        assert [r[f"top{k}_name"] for k in (1, 2, 3)] == [names[c] for c in best]
+        assert r["pred_name"] == names[best[0]]
+        assert [float(r[f"top{k}_prob"]) for k in (1, 2, 3)] == pytest.approx(probs[i, best], abs=1e-6)
+
+    cm = np.load(out["confusion.npy"])
+    assert cm.sum() == metrics["num_videos"] == 19
+    assert 100.0 * np.trace(cm) / cm.sum() == pytest.approx(metrics["top1"])
+    assert out["confusion.png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_saved_probabilities_of_softmax_averaging_are_the_averaged_probabilities(tmp_path):
+    views = torch.tensor([[[20.0, 0.0], [0.0, 5.0], [0.0, 5.0]]])
+    ev = ActionEvaluator(2, "softmax")
+    ev.update(views, [1], [0])
+    row = next(csv.DictReader(ev.save(tmp_path / "x")["predictions.csv"].open()))
+    expected = views.softmax(dim=-1).mean(dim=1)[0]
+    # no paths given, default names: the indices
+    assert row["path"] == "" and row["label_name"] == "1" and row["pred_name"] == "1"
+    assert float(row["top1_prob"]) + float(row["top2_prob"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(row["top1_prob"]) == pytest.approx(float(expected[1]), abs=1e-6)

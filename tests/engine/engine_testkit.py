@@ -1,4 +1,5 @@
-"""Helpers of the engine tests: tiny configs, stand-in datasets, running the tools in a subprocess.
+"""Helpers of the engine tests: tiny configs, stand-in datasets, running the tools (in a subprocess or
+in-process).
 
 The stand-ins follow the dataset item contract (a dict with ``clip``, ``label``, ``index``, ``valid``,
 ``num_failed``, ``path``) and draw their "augmentation" from the generator the loader hands to ``load(index,

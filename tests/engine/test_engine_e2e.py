@@ -54,6 +54,7 @@ def test_action_train_writes_outputs_and_eval_reproduces_validation(trained_acti
     ckpt = load_checkpoint(work / "checkpoints" / "last.pt")
     assert (ckpt["epoch"], ckpt["inner_iter"], ckpt["iteration"]) == (0, 4, 4)
     assert ckpt["config"]["model"]["arch"] == "tanet" and len(ckpt["rng"]) == 1
+    assert ckpt["class_names"] == ["0", "1", "2"]  # no labels file: the class indices
     # the last epoch's validation equals a fresh evaluation of the last weights
     again = evaluate(cfg, work / "checkpoints" / "last.pt", split="val")
     for key in ACTION_KEYS:
@@ -72,12 +73,14 @@ def test_action_feature_file(trained_action, tmp_path):
 
 
 def test_reid_train_eval_extract(synthetic_reid, tmp_path):
-    cfg = reid_config(synthetic_reid, tmp_path)
+    cfg = reid_config(synthetic_reid, tmp_path, model={"num_classes": None})  # the training identities
     metrics = train(cfg)
     assert REID_KEYS <= set(metrics) and metrics["protocol"] == "mars_official"
     assert 0.0 < metrics["mAP"] <= 100.0 and metrics["num_query"] > 0
     assert metrics["num_valid_queries"] == metrics["num_query"]  # the official protocol skips none
     last = tmp_path / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["config"]["model"]["num_classes"] == 16 and len(ckpt["class_names"]) == 16
     out = tmp_path / "query.npz"
     extract_features(cfg, last, "query", out)
     with np.load(out, allow_pickle=False) as f:

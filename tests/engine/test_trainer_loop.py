@@ -119,6 +119,7 @@ def test_checkpoint_holds_the_whole_training_state(tmp_path):
         "sampler",
         "hooks",
         "config",
+        "class_names",
     }
     assert (ckpt["epoch"], ckpt["inner_iter"], ckpt["iteration"], ckpt["world_size"]) == (0, 5, 5, 1)
     assert ckpt["scaler"] is None  # fp32: no gradient scaling

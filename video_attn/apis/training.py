@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -12,39 +13,57 @@ from torch import nn
 
 from video_attn.config.schema import Config
 from video_attn.engine.checkpoint import CheckpointError, load_checkpoint
+from video_attn.engine.finetune import FreezeHook, freeze_parts, init_from_checkpoint
 from video_attn.engine.hooks import EvalHook, PeriodicCheckpointer, TemperatureHook
-from video_attn.engine.logger import make_tb_writer
+from video_attn.engine.logger import make_tb_writer, setup_logging
 from video_attn.engine.lr_scheduler import build_scheduler
 from video_attn.engine.optim import build_optimizer, scaled_lr
 from video_attn.engine.trainer import Trainer
 from video_attn.tasks import build_task
 
-from .runtime import amp_dtype_for, build_model_on, seed_everything, setup_run
+from .runtime import amp_dtype_for, build_model_on, init_process, prepare_work_dir, seed_everything
 
 logger = logging.getLogger(__name__)
 
 
-def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
+def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train per ``cfg`` (validating every ``train.eval_every_epochs``); returns the last validation metrics.
 
     Writes ``<work_dir>/checkpoints/{last,best}.pt``, ``tb/``, ``train.log`` and ``metrics.json`` (rank 0).
-    ``resume`` continues exactly from ``checkpoints/last.pt`` (mid-epoch included). Works single-process or
+    ``resume`` continues exactly from ``checkpoints/last.pt`` (mid-epoch included). A fresh run never destroys
+    an earlier one: into a ``work_dir`` holding another run's results it raises ``ValueError`` before writing
+    anything, unless ``overwrite`` (which deletes them; see :func:`~.runtime.prepare_work_dir`). Fine-tuning
+    (``model.init_from``, ``train.freeze``): :mod:`video_attn.engine.finetune`. Works single-process or
     under ``torchrun``; bad input raises ``ValueError`` / ``CheckpointError`` before training starts.
+    An unset ``model.num_classes`` is taken from the training set; the checkpoints' config holds the value
+    (``cfg`` itself is left as given).
     """
+    cfg = copy.deepcopy(cfg)
     task = build_task(cfg)
-    device, info = setup_run(cfg, "train.log")
     work_dir = Path(cfg.work_dir)
     last = work_dir / "checkpoints" / "last.pt"
     if resume and not last.is_file():
         raise CheckpointError(f"--resume: no checkpoint at {last}")
+    device, info = init_process(cfg)
+    # before the log file is opened: a fresh run must not write into an earlier run's outputs
+    removed = prepare_work_dir(work_dir, resume, overwrite)
+    setup_logging(work_dir / "train.log", info.rank, append=resume)
+    if removed:
+        logger.info("--overwrite: deleted the outputs of the earlier run (%s)", ", ".join(removed))
     logger.info(
         "task %s, device %s, %d process(es), work_dir %s", task.name, device, info.world_size, work_dir
     )
 
     # The model is built with the same seed on every rank; training randomness then differs per rank.
     seed_everything(cfg.seed)
-    train_set = task.build_train_dataset()
+    train_set = task.build_train_dataset()  # sets an unset model.num_classes
+    class_names = task.class_names(train_set)
     model = build_model_on(cfg, device)
+    if cfg.model.init_from and resume:
+        logger.info("model.init_from is not read: --resume restores the weights of %s", last)
+    elif cfg.model.init_from:
+        init_from_checkpoint(model, cfg.model.init_from)
+    frozen_modules = freeze_parts(model, cfg.train.freeze)  # before the optimizer, which skips frozen weights
     seed_everything(cfg.seed + info.rank)
     pin = cfg.data.pin_memory and device.type == "cuda"
     loader = task.build_train_loader(train_set, info.rank, info.world_size, pin)
@@ -106,12 +125,14 @@ def train(cfg: Config, resume: bool = False) -> dict[str, Any]:
         config=cfg.to_dict(),
         tb_writer=tb,
         extra_modules={"loss": loss_module} if loss_module else None,
+        class_names=class_names,
     )
     temperature = TemperatureHook(
         cfg.train.temperature_start, cfg.train.temperature_end, cfg.train.temperature_anneal_epochs
     )
     # the evaluator goes before the checkpointer, so last.pt records the best metric so far
-    hooks = [temperature, eval_hook, PeriodicCheckpointer(cfg.train.checkpoint_every_iters)]
+    freeze = FreezeHook(frozen_modules) if frozen_modules else None
+    hooks = [freeze, temperature, eval_hook, PeriodicCheckpointer(cfg.train.checkpoint_every_iters)]
     trainer.register_hooks([h for h in hooks if h is not None])
     if resume:
         ckpt = load_checkpoint(last, map_location="cpu")

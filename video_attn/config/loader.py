@@ -9,6 +9,7 @@ valid choices.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -209,6 +210,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     return build_section(Config, tree)
 
 
-def config_from_dict(tree: Mapping) -> Config:
-    """Rebuild a validated config from ``Config.to_dict()`` output (e.g. stored in a checkpoint)."""
+def config_from_dict(tree: Mapping, overrides: Iterable[str] = ()) -> Config:
+    """Rebuild a validated config from ``Config.to_dict()`` output (e.g. stored in a checkpoint), with
+    dotted ``KEY=VALUE`` overrides applied (``tree`` itself is left unchanged)."""
+    tree = copy.deepcopy(dict(tree))
+    for text in overrides:
+        parts, value = parse_override(text)
+        _set_dotted(tree, parts, value)
     return build_section(Config, tree)

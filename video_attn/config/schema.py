@@ -95,7 +95,10 @@ class ModelConfig(Section):
     # gltr (GLTR) | temporal_pool | temporal_attention | gru (the Gao & Nevatia baselines). The valid names
     # are the model registries' (video_attn.models.ACTION_ARCHS / REID_ARCHS), checked by build_model.
     arch: str = "tanet"
-    num_classes: int = 400  # action classes, or training identities for ReID
+    # action classes, or training identities for ReID. None: taken from the training set when training starts
+    # (ReID: its identities; action: the length of the class names file, see data.labels_file, else the
+    # largest training label + 1) and stored in the checkpoint's config, which evaluation then reads.
+    num_classes: int | None = None
     num_segments: int = 8  # frames per clip seen by the model in training
     dropout: float = 0.5
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -112,6 +115,11 @@ class ModelConfig(Section):
     neck_feat: Literal["after", "before"] = "after"
     # ReID: frames per backbone chunk when a whole tracklet is embedded (bounds memory)
     frame_chunk: int = 64
+    # fine-tuning: a full checkpoint (this project's, or one of tools/convert_checkpoint.py) whose model
+    # weights start the run; tensors of another shape (a head for another number of classes) keep their init
+    # and are listed, every other key must match. Not read with --resume (last.pt's weights win). See
+    # video_attn.engine.finetune.
+    init_from: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -143,12 +151,18 @@ class DataConfig(Section):
     scale_size: int = 256  # short side before cropping at test time
     flip: bool = True
     flip_label_map: dict[int, int] = field(default_factory=dict)  # SSv2 left/right pairs
+    # the same pairs read from a file of the dataset (one "a b" pair of class indices a line; relative paths
+    # are looked up under data.root), so that they cannot follow the config to other data. The synthetic
+    # action generator writes flip_pairs.txt. Exclusive with flip_label_map.
+    flip_pairs_file: str | None = None
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     random_erasing: float = 0.0  # probability (ReID)
     split_index: int = 0  # iLIDS-VID / PRID: which of the 10 splits
-    # class names: sthv2 labels JSON (default: something-something-v2-labels.json next to the ann file);
-    # kinetics: text file, one class name a line (default: sorted names of data.train.ann_file)
+    # class names, used in evaluation outputs and checkpoints (and for model.num_classes when unset).
+    # video_list, frame_list, kinetics: a text file, line i + 1 names class i (kinetics default: the sorted
+    # names of data.train.ann_file); sthv2: the official labels JSON (default:
+    # something-something-v2-labels.json next to the ann files). None and no default file: the class indices.
     labels_file: str | None = None
     # action datasets: raise on malformed list rows / missing files instead of dropping and reporting them
     strict: bool = False
@@ -157,6 +171,13 @@ class DataConfig(Section):
     train: SplitConfig = field(default_factory=lambda: SplitConfig(sampler="tsn", crop="random_multiscale"))
     val: SplitConfig = field(default_factory=SplitConfig)
     test: SplitConfig = field(default_factory=SplitConfig)
+
+    def validate(self, prefix: str) -> None:
+        if self.flip_label_map and self.flip_pairs_file:
+            raise ConfigError(
+                f"{prefix}.flip_label_map and {prefix}.flip_pairs_file are both set; keep one source of the "
+                "flip pairs"
+            )
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -200,6 +221,10 @@ class TrainConfig(Section):
     checkpoint_every_iters: int = 0  # also write last.pt every N iterations (0: only per epoch)
     eval_every_epochs: int = 1
     log_every_iters: int = 20
+    # fine-tuning: parts that do not train. Module paths (backbone, backbone.layer1, classifier, ...): no
+    # gradient, eval mode; bn_stats: every BatchNorm layer in eval mode (running statistics fixed, affine
+    # parameters still train). Checked against the model (video_attn.engine.finetune.freeze_parts).
+    freeze: list[str] = field(default_factory=list)
     # ReID PK sampler: K tracklets per identity (P = batch_size // K); 0 disables the identity sampler
     num_instances: int = 0
     # DynamicConv temperature annealing (per epoch, linear from start to end over anneal_epochs)

@@ -334,11 +334,13 @@ class ClipTransform:
         return f"ClipTransform(\n    {inner}\n)"
 
 
-def build_clip_transform(data_cfg: Any, split_cfg: Any, train: bool) -> ClipTransform:
+def build_clip_transform(data_cfg: Any, split_cfg: Any, train: bool,
+                         flip_label_map: Mapping[int, int] | None = None) -> ClipTransform:
     """The transform for one split from the config.
 
-    Reads ``data.input_size`` (H, W), ``scale_size``, ``flip``, ``flip_label_map``, ``mean``, ``std``,
-    ``random_erasing`` and ``data.<split>.crop``:
+    Reads ``data.input_size`` (H, W), ``scale_size``, ``flip``, ``flip_label_map`` (unless the label pairs of
+    the flip are given as ``flip_label_map``, as the action dataset builder does after reading
+    ``data.flip_pairs_file``), ``mean``, ``std``, ``random_erasing`` and ``data.<split>.crop``:
         random_multiscale (train): TSN multi-scale crop to input_size; random_resized (train): random
         resized crop to input_size; center: resize short side to scale_size, centre crop input_size;
         three (test): resize short side to scale_size, three scale_size x scale_size crops; ten (test):
@@ -348,6 +350,7 @@ def build_clip_transform(data_cfg: Any, split_cfg: Any, train: bool) -> ClipTran
     """
     size = _pair(list(data_cfg.input_size))
     crop = split_cfg.crop
+    label_map = data_cfg.flip_label_map if flip_label_map is None else flip_label_map
     ops: list[Any] = []
     num_crops = 1
     output_size: tuple[int, int] | None = size
@@ -366,9 +369,9 @@ def build_clip_transform(data_cfg: Any, split_cfg: Any, train: bool) -> ClipTran
         ops += [ResizeShortSide(data_cfg.scale_size), ThreeCrop(data_cfg.scale_size)]
         num_crops, output_size = 3, _pair(data_cfg.scale_size)
     elif crop == "ten":
-        if data_cfg.flip_label_map:
-            raise ValueError("crop 'ten' flips frames, which swaps the classes in data.flip_label_map; "
-                             "use crop 'three' or 'center'")
+        if label_map:
+            raise ValueError("crop 'ten' flips frames, which swaps the classes in data.flip_label_map "
+                             "(or data.flip_pairs_file); use crop 'three' or 'center'")
         ops += [ResizeShortSide(data_cfg.scale_size), TenCrop(size)]
         num_crops = 10
     elif crop == "resize":
@@ -377,7 +380,7 @@ def build_clip_transform(data_cfg: Any, split_cfg: Any, train: bool) -> ClipTran
         raise ValueError(f"unknown crop {crop!r}; valid: random_multiscale, random_resized, center, three, "
                          "ten, resize")
     if train and data_cfg.flip:
-        ops.append(RandomHorizontalFlip(0.5, data_cfg.flip_label_map))
+        ops.append(RandomHorizontalFlip(0.5, label_map))
     ops.append(Normalize(data_cfg.mean, data_cfg.std))
     if train and data_cfg.random_erasing > 0:
         ops.append(RandomErasing(p=data_cfg.random_erasing))

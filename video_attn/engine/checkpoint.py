@@ -188,7 +188,8 @@ class TrainingCheckpointer:
     Keys: ``model`` (the unwrapped model), ``optimizer``, ``scheduler``, ``scaler`` (fp16 AMP, else None),
     ``extra`` (other trained modules by name, e.g. centre-loss centres), the loop's progress (``epoch``,
     ``inner_iter``, ``iteration``, ``batches_per_epoch``, ``world_size``, ``sampler``, ``hooks``: hook states
-    by hook name), ``rng`` (the global RNG states of every rank) and ``config`` (the resolved config dict).
+    by hook name), ``rng`` (the global RNG states of every rank), ``config`` (the resolved config dict) and
+    ``class_names`` (the names of the model's classes, a list of str, or None).
 
     Args:
         directory: where the files go (rank 0 writes; every rank calls :meth:`save`: it gathers RNG states).
@@ -197,6 +198,7 @@ class TrainingCheckpointer:
         scaler: the loop's ``torch.amp.GradScaler``; saved only when enabled.
         extra_modules: other modules with trained state.
         config: stored as is in every file.
+        class_names: stored as is in every file (what inference names the model's outputs by).
     """
 
     def __init__(
@@ -209,6 +211,7 @@ class TrainingCheckpointer:
         scaler: torch.amp.GradScaler,
         extra_modules: dict[str, nn.Module] | None = None,
         config: dict | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.loop = loop
@@ -218,6 +221,7 @@ class TrainingCheckpointer:
         self.scaler = scaler
         self.extra_modules = dict(extra_modules or {})
         self.config = config
+        self.class_names = class_names
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's contents; a collective call (RNG states of every rank are gathered)."""
@@ -230,6 +234,7 @@ class TrainingCheckpointer:
             **self.loop.state_dict(),
             "rng": du.all_gather_object(capture_rng_state()),
             "config": self.config,
+            "class_names": self.class_names,
         }
 
     def save(self, name: str) -> Path:

@@ -43,6 +43,7 @@ class Trainer(TrainLoop):
             :class:`~video_attn.engine.train_loop.TrainLoop`.
         log_every_iters: a console line (and TensorBoard scalars) every that many optimiser steps.
         config: the resolved config dict stored in every checkpoint.
+        class_names: the names of the model's classes, stored in every checkpoint.
         tb_writer: a TensorBoard ``SummaryWriter`` on rank 0, or None.
         handle_sigint: register :class:`~video_attn.engine.hooks.StopOnSignal` (Ctrl-C writes ``last.pt``).
         extra_modules: other modules with trained state (e.g. centre-loss centres), saved under ``extra``.
@@ -67,6 +68,7 @@ class Trainer(TrainLoop):
         tb_writer: Any = None,
         handle_sigint: bool = True,
         extra_modules: dict[str, nn.Module] | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -92,6 +94,7 @@ class Trainer(TrainLoop):
             scaler=self.scaler,
             extra_modules=extra_modules,
             config=config,
+            class_names=class_names,
         )
         self._last_hooks: list[HookBase] = [StopOnSignal()] if handle_sigint else []
         super().register_hooks([LRSchedulerHook(scheduler), MetricWriter(log_every_iters), *self._last_hooks])

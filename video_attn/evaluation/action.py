@@ -16,15 +16,18 @@ Conventions (pinned by tests/action):
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from video_attn.engine.checkpoint import atomic_write
 
 __all__ = [
     "ActionEvaluator",
@@ -89,9 +92,10 @@ def mean_class_accuracy(cm: np.ndarray) -> float:
 
 
 def save_confusion_matrix_png(
-    cm: np.ndarray, path: str | os.PathLike, class_names: Sequence[str] | None = None
+    cm: np.ndarray, path: str | os.PathLike | BinaryIO, class_names: Sequence[str] | None = None
 ) -> None:
-    """Row-normalised confusion matrix image (matplotlib Agg backend, no display needed)."""
+    """Row-normalised confusion matrix image (matplotlib Agg backend, no display needed) to a path or a
+    binary file; class names label the axes up to 50 classes, counts fill the cells up to 20."""
     # The object-oriented API with an explicit Agg canvas: no pyplot, no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -118,13 +122,7 @@ def save_confusion_matrix_png(
                     if cm[i, j]:
                         ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6)
     fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=120, format="png")
-
-
-def _atomic_save(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    fig.savefig(path if hasattr(path, "write") else os.fspath(path), dpi=120, format="png")
 
 
 class ActionEvaluator:
@@ -133,12 +131,13 @@ class ActionEvaluator:
     Args:
         num_classes: K.
         average: how :meth:`update` reduces multi-view scores (N, V, K): ``"logits"`` or ``"softmax"``.
-        class_names: optional names for the confusion-matrix image.
+        class_names: optional names of the K classes for :meth:`save` (default: the indices).
 
     :meth:`update` takes one batch: ``scores`` (N, K) per video or (N, V, K) per view, ``labels`` (N,),
-    ``indices`` (N,) dataset rows, ``valid`` (N,) bools. A video seen twice (e.g. DistributedSampler padding
-    after a gather) is counted once. Scores of invalid videos are ignored; non-finite scores of a valid video
-    are an error naming the dataset row (a diverged model must not give a silently wrong metric).
+    ``indices`` (N,) dataset rows, ``valid`` (N,) bools and optionally ``paths`` (N,) of the videos (for
+    :meth:`save`). A video seen twice (e.g. DistributedSampler padding after a gather) is counted once.
+    Scores of invalid videos are ignored; non-finite scores of a valid video are an error naming the dataset
+    row (a diverged model must not give a silently wrong metric).
     """
 
     def __init__(
@@ -163,6 +162,7 @@ class ActionEvaluator:
         self._labels: list[np.ndarray] = []
         self._indices: list[np.ndarray] = []
         self._valid: list[np.ndarray] = []
+        self._paths: list[np.ndarray] = []
 
     @staticmethod
     def _to_numpy(value, dtype=None) -> np.ndarray:
@@ -170,7 +170,7 @@ class ActionEvaluator:
             value = value.detach().float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy()
         return np.asarray(value, dtype=dtype)
 
-    def update(self, scores, labels, indices, valid=None) -> None:
+    def update(self, scores, labels, indices, valid=None, paths: Sequence[str] | None = None) -> None:
         if isinstance(scores, Tensor) and scores.dim() == 3:
             scores = average_views(scores, self.average)
         scores = self._to_numpy(scores)
@@ -184,10 +184,11 @@ class ActionEvaluator:
         labels = self._to_numpy(labels, np.int64).reshape(-1)
         indices = self._to_numpy(indices, np.int64).reshape(-1)
         valid = np.ones(n, dtype=bool) if valid is None else self._to_numpy(valid, bool).reshape(-1)
-        if not (len(labels) == len(indices) == len(valid) == n):
+        paths = np.asarray([""] * n if paths is None else paths, dtype=np.str_).reshape(-1)
+        if not (len(labels) == len(indices) == len(valid) == len(paths) == n):
             raise ValueError(
                 f"batch sizes differ: scores {n}, labels {len(labels)}, "
-                f"indices {len(indices)}, valid {len(valid)}"
+                f"indices {len(indices)}, valid {len(valid)}, paths {len(paths)}"
             )
         bad_label = valid & ((labels < 0) | (labels >= self.num_classes))
         if bad_label.any():
@@ -203,15 +204,19 @@ class ActionEvaluator:
         self._labels.append(labels)
         self._indices.append(indices)
         self._valid.append(valid)
+        self._paths.append(paths)
 
-    def _gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, labels, indices, valid and paths of each video once, in order of first appearance."""
         if not self._scores:
             empty = np.zeros(0, dtype=np.int64)
-            return np.zeros((0, self.num_classes), np.float32), empty, empty, np.zeros(0, dtype=bool)
+            return (np.zeros((0, self.num_classes), np.float32), empty, empty, np.zeros(0, dtype=bool),
+                    np.zeros(0, dtype=np.str_))
         scores = np.concatenate(self._scores)
         labels = np.concatenate(self._labels)
         indices = np.concatenate(self._indices)
         valid = np.concatenate(self._valid)
+        paths = np.concatenate(self._paths)
         _, first = np.unique(indices, return_index=True)
         if len(first) != len(indices):
             logger.info(
@@ -219,14 +224,14 @@ class ActionEvaluator:
                 len(indices) - len(first),
             )
         order = np.sort(first)
-        return scores[order], labels[order], indices[order], valid[order]
+        return scores[order], labels[order], indices[order], valid[order], paths[order]
 
     def compute(self) -> dict:
         """``dict(top1, top5, mean_class_accuracy, num_videos, num_failed)``; accuracies in percent 0-100.
 
         ``num_videos`` counts the valid (scored) videos, ``num_failed`` the excluded ones.
         """
-        scores, labels, _, valid = self._gathered()
+        scores, labels, _, valid, _ = self._gathered()
         num_failed = int((~valid).sum())
         if num_failed:
             logger.warning(
@@ -246,68 +251,74 @@ class ActionEvaluator:
         }
 
     def confusion_matrix(self) -> np.ndarray:
-        scores, labels, _, valid = self._gathered()
+        """(K, K) counts over the valid videos, rows = true class, columns = top-1 prediction."""
+        scores, labels, _, valid, _ = self._gathered()
         pred = scores[valid].argmax(axis=1) if valid.any() else np.zeros(0, dtype=np.int64)
         return confusion_matrix(pred, labels[valid], self.num_classes)
 
-    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
-        """Write ``predictions.npz`` (scores, labels, indices, valid), ``predictions_top5.csv``,
-        ``confusion_matrix.npy`` and ``confusion_matrix.png`` into ``out_dir``; returns their paths.
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """Class probabilities of per-video ``scores`` (N, K): softmax of averaged logits, or the averaged
+        softmax probabilities themselves (``average="softmax"``)."""
+        if self.average == "softmax":
+            return scores
+        return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).softmax(dim=1).numpy()
 
-        The .npz holds every video (invalid ones too, flagged) so results can be re-scored offline.
+    def save(self, prefix: str | os.PathLike, topk: int = 5) -> dict[str, Path]:
+        """Write the per-video predictions and the confusion matrix as ``<prefix>_<name>`` files (atomically).
+
+        - ``predictions.csv``: one row per video (``index``, ``path``, ``valid``, ``label``, ``label_name``,
+          ``pred``, ``pred_name``, then ``top{i}``, ``top{i}_name``, ``top{i}_prob`` for i = 1..topk); videos
+          that failed to load keep their row with ``valid`` 0 and empty predictions.
+        - ``predictions.npz``: ``scores`` (N, K) as averaged, ``labels``, ``indices``, ``valid``, ``paths``,
+          ``class_names``, ``average``: enough to re-score offline (loads with ``allow_pickle=False``).
+        - ``confusion.npy`` (K, K) int64 counts, rows = true class; ``confusion.png``, row-normalised.
+
+        ``prefix`` ``out/best`` writes ``out/best_predictions.csv`` etc. Returns the paths by name.
         """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        scores, labels, indices, valid = self._gathered()
+        prefix = Path(prefix)
         paths = {
-            "predictions": out / "predictions.npz",
-            "top5_csv": out / "predictions_top5.csv",
-            "confusion_npy": out / "confusion_matrix.npy",
-            "confusion_png": out / "confusion_matrix.png",
+            name: prefix.with_name(f"{prefix.name}_{name}")
+            for name in ("predictions.csv", "predictions.npz", "confusion.npy", "confusion.png")
         }
+        scores, labels, indices, valid, video_paths = self._gathered()
+        names = self.class_names or [str(i) for i in range(self.num_classes)]
+        k = min(topk, self.num_classes)
+        probs = self.probabilities(scores)
+        # stable descending sort: ties go to the lower class index, as in the metrics
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
-        def write_npz(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, scores=scores, labels=labels, indices=indices, valid=valid, average=self.average)
+        header = ["index", "path", "valid", "label", "label_name", "pred", "pred_name"]
+        for i in range(1, k + 1):
+            header += [f"top{i}", f"top{i}_name", f"top{i}_prob"]
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(header)
+        for row in range(len(scores)):
+            label = int(labels[row])
+            label_name = names[label] if 0 <= label < self.num_classes else ""
+            cells: list = [int(indices[row]), video_paths[row], int(valid[row]), label, label_name]
+            if valid[row]:
+                top = order[row].tolist()
+                cells += [top[0], names[top[0]]]
+                for c in top:
+                    cells += [c, names[c], f"{probs[row, c]:.6f}"]
+            else:
+                cells += [""] * (2 + 3 * k)
+            writer.writerow(cells)
+        csv_bytes = text.getvalue().encode("utf-8")
+        atomic_write(paths["predictions.csv"], lambda f: f.write(csv_bytes))
 
-        _atomic_save(paths["predictions"], write_npz)
-
-        k = min(5, self.num_classes)
-        order = (
-            np.argsort(-scores, axis=1, kind="stable")[:, :k] if len(scores) else np.zeros((0, k), np.int64)
-        )
-
-        def write_csv(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(
-                    [
-                        "index",
-                        "label",
-                        "valid",
-                        *[f"pred{i + 1}" for i in range(k)],
-                        *[f"score{i + 1}" for i in range(k)],
-                    ]
-                )
-                for row in range(len(scores)):
-                    preds = order[row].tolist()
-                    writer.writerow(
-                        [
-                            int(indices[row]),
-                            int(labels[row]),
-                            int(valid[row]),
-                            *preds,
-                            *[f"{scores[row, p]:.6g}" for p in preds],
-                        ]
-                    )
-
-        _atomic_save(paths["top5_csv"], write_csv)
+        arrays = {
+            "scores": scores,
+            "labels": labels,
+            "indices": indices,
+            "valid": valid,
+            "paths": video_paths,
+            "class_names": np.asarray(names, dtype=np.str_),
+            "average": np.asarray(self.average),
+        }
+        atomic_write(paths["predictions.npz"], lambda f: np.savez(f, **arrays))
         cm = self.confusion_matrix()
-
-        def write_cm(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, cm)
-
-        _atomic_save(paths["confusion_npy"], write_cm)
-        _atomic_save(paths["confusion_png"], lambda tmp: save_confusion_matrix_png(cm, tmp, self.class_names))
+        atomic_write(paths["confusion.npy"], lambda f: np.save(f, cm))
+        atomic_write(paths["confusion.png"], lambda f: save_confusion_matrix_png(cm, f, names))
         return paths

@@ -3,12 +3,16 @@
 Training minimises cross-entropy (``train.loss.label_smoothing``). Evaluation scores every video over its
 views (clips x crops, item clip ``(V, T, 3, H, W)``), averaged per ``eval.average`` (``logits``: the official
 TAM test; ``softmax``: mmaction2), and reports top-1, top-5 and mean class accuracy in percent over the
-videos that loaded (``num_videos``; the others are counted in ``num_failed``).
+videos that loaded (``num_videos``; the others are counted in ``num_failed``); given an output prefix, it also
+writes the per-video predictions and the confusion matrix with the class names
+(:meth:`~video_attn.evaluation.action.ActionEvaluator.save`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,7 +22,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from video_attn.data.build import build_train_loader, unwrap_dataset
-from video_attn.data.datasets.action_build import ACTION_FORMATS, ACTION_SPLITS, build_action_dataset
+from video_attn.data.datasets.action_build import (
+    ACTION_FORMATS,
+    ACTION_SPLITS,
+    action_class_names,
+    action_num_classes,
+    build_action_dataset,
+)
+from video_attn.engine import distributed as du
 from video_attn.engine.evaluator import autocast, inference_on_loader, to_numpy
 from video_attn.evaluation.action import ActionEvaluator, average_views
 from video_attn.models import ACTION_ARCHS
@@ -49,8 +60,16 @@ class ActionTask(Task):
             raise ValueError(
                 f"model.num_classes={num_classes} but the training labels span [{labels.min()}, "
                 f"{labels.max()}] ({int(outside.sum())} samples outside [0, {num_classes})); fix "
-                "model.num_classes or the annotation file"
+                "model.num_classes, data.labels_file or the annotation file"
             )
+
+    def num_classes_of(self, dataset: Dataset) -> int:
+        """The length of the class names file (``data.labels_file`` or the format's official one) when there
+        is one, else the largest training label + 1."""
+        return action_num_classes(self.cfg, dataset.labels)
+
+    def class_names(self, train_set: Dataset) -> list[str]:
+        return action_class_names(self.cfg, self.cfg.model.num_classes)
 
     def build_train_loader(
         self, dataset: Dataset, rank: int = 0, world_size: int = 1, pin_memory: bool = False
@@ -80,7 +99,7 @@ class ActionTask(Task):
         self, model: nn.Module, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None = None
     ) -> dict[str, np.ndarray]:
         """Per-video class scores ``scores`` (N, K), views averaged per ``eval.average``, with ``label``,
-        ``index`` and ``valid`` of every dataset item (sorted by index)."""
+        ``index``, ``valid`` and ``path`` of every dataset item (sorted by index)."""
         average = self.cfg.eval.average
         model.eval()
 
@@ -95,6 +114,7 @@ class ActionTask(Task):
                 "label": to_numpy(batch["label"], np.int64),
                 "index": to_numpy(batch["index"], np.int64),
                 "valid": to_numpy(batch["valid"], bool),
+                "path": np.asarray(batch["path"], dtype=np.str_),
             }
 
         return inference_on_loader(step, loader, device, "eval")
@@ -105,15 +125,40 @@ class ActionTask(Task):
         loaders: dict[str, DataLoader],
         device: torch.device,
         amp_dtype: torch.dtype | None = None,
+        output_prefix: Path | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """``top1``, ``top5``, ``mean_class_accuracy`` (percent), ``num_videos``, ``num_failed``."""
+        """``top1``, ``top5``, ``mean_class_accuracy`` (percent), ``num_videos``, ``num_failed``.
+
+        With ``output_prefix``, rank 0 also writes the per-video predictions and the confusion matrix there
+        (see :meth:`ActionEvaluator.save`), named by ``data.labels_file`` when the config sets one, else by
+        ``class_names`` (those stored with the model), else as :func:`action_class_names` finds them.
+        """
         if len(loaders) != 1:
             raise ValueError(f"action evaluation reads one split, got {sorted(loaders)}")
         (loader,) = loaders.values()
+        # names first: a labels file that does not fit the model fails before the inference, not after it
+        names = self._output_class_names(class_names) if output_prefix is not None else None
         res = self.video_scores(model, loader, device, amp_dtype)
-        evaluator = ActionEvaluator(num_classes=res["scores"].shape[1], average=self.cfg.eval.average)
-        evaluator.update(res["scores"], res["label"], res["index"], res["valid"])
-        return evaluator.compute()
+        evaluator = ActionEvaluator(res["scores"].shape[1], average=self.cfg.eval.average, class_names=names)
+        evaluator.update(res["scores"], res["label"], res["index"], res["valid"], paths=res["path"])
+        metrics = evaluator.compute()
+        if output_prefix is not None and du.is_main_process():
+            for path in evaluator.save(output_prefix).values():
+                logger.info("wrote %s", path)
+        return metrics
+
+    def _output_class_names(self, stored: Sequence[str] | None) -> list[str]:
+        # An explicit labels file wins (it may rename the classes of an older checkpoint); otherwise the
+        # names the model was trained with, which need no dataset file on this machine.
+        num_classes = self.cfg.model.num_classes
+        if stored is not None and not self.cfg.data.labels_file:
+            if len(stored) != num_classes:
+                raise ValueError(
+                    f"{len(stored)} class names stored with the model but model.num_classes={num_classes}"
+                )
+            return [str(name) for name in stored]
+        return action_class_names(self.cfg, num_classes)
 
     def eval_settings(self, splits: tuple[str, ...]) -> dict[str, Any]:
         return {"split": splits[0], "average": self.cfg.eval.average}

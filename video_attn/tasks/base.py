@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from video_attn.config.schema import Config
 from video_attn.data.build import build_eval_loader
+
+logger = logging.getLogger(__name__)
 
 # (model outputs, batch) -> (loss, named loss parts for logging)
 LossFn = Callable[[Any, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
@@ -44,12 +48,27 @@ class Task(ABC):
     def check_train_data(self, dataset: Dataset) -> None:
         """Raise ``ValueError`` naming ``model.num_classes`` when the training data does not fit the model."""
 
+    @abstractmethod
+    def num_classes_of(self, dataset: Dataset) -> int:
+        """The ``model.num_classes`` the training set implies (used when the config leaves it unset)."""
+
+    @abstractmethod
+    def class_names(self, train_set: Dataset) -> list[str]:
+        """Names of the model's classes ``0 .. model.num_classes - 1``, stored in every checkpoint."""
+
     def build_train_dataset(self) -> Dataset:
-        """The training set, checked by :meth:`check_train_data` before any training starts."""
+        """The training set, checked by :meth:`check_train_data` before any training starts.
+
+        An unset ``model.num_classes`` is set here (in ``self.cfg``) to :meth:`num_classes_of` the set, so
+        the model, the loss and the config stored in checkpoints all get the resolved value.
+        """
         dataset = self.build_dataset("train")
         if len(dataset) == 0:  # type: ignore[arg-type]
             data = self.cfg.data
             raise ValueError(f"the training dataset is empty (data.root={data.root!r}, format {data.format})")
+        if self.cfg.model.num_classes is None:
+            self.cfg.model.num_classes = self.num_classes_of(dataset)
+            logger.info("model.num_classes=%d, taken from the training set", self.cfg.model.num_classes)
         self.check_train_data(dataset)
         return dataset
 
@@ -97,8 +116,15 @@ class Task(ABC):
         loaders: dict[str, DataLoader],
         device: torch.device,
         amp_dtype: torch.dtype | None = None,
+        output_prefix: Path | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """The task's metrics (percent) of ``model`` on ``loaders``; the same on every rank."""
+        """The task's metrics (percent) of ``model`` on ``loaders``; the same on every rank.
+
+        ``output_prefix``: where rank 0 writes the task's per-item outputs, as ``<prefix>_<name>`` files
+        (action: predictions and confusion matrix; tasks without such outputs ignore it). ``class_names``:
+        the names stored with the model (its checkpoint's ``class_names``), for those outputs.
+        """
 
     @abstractmethod
     def eval_settings(self, splits: tuple[str, ...]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ k-reciprocal re-ranking (Zhong et al., CVPR'17) when ``eval.rerank``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,6 +51,15 @@ class ReidTask(Task):
                 f"model.num_classes={num_classes} but the ReID training set has {num_ids} identities; "
                 f"set model.num_classes={num_ids}"
             )
+
+    def num_classes_of(self, dataset: Dataset) -> int:
+        """The number of training identities (torchreid / fast-reid's ``num_classes``)."""
+        return int(dataset.num_ids)
+
+    def class_names(self, train_set: Dataset) -> list[str]:
+        """The dataset's own pid of each classifier output (the training labels are the sorted pids,
+        relabelled 0..K-1)."""
+        return [str(pid) for pid in np.unique(train_set.orig_pids)]
 
     def build_train_loader(
         self, dataset: Dataset, rank: int = 0, world_size: int = 1, pin_memory: bool = False
@@ -123,8 +134,14 @@ class ReidTask(Task):
         loaders: dict[str, DataLoader],
         device: torch.device,
         amp_dtype: torch.dtype | None = None,
+        output_prefix: Path | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """mAP / mINP / CMC (percent) of the ``query`` loader's tracklets against the ``gallery`` loader's."""
+        """mAP / mINP / CMC (percent) of the ``query`` loader's tracklets against the ``gallery`` loader's.
+
+        No per-item outputs (``output_prefix``, ``class_names`` are unused): ranked lists come from
+        ``tools/extract_features.py`` and ``tools/retrieve.py``.
+        """
         query = self.extract_features(model, loaders["query"], device, amp_dtype)
         gallery = self.extract_features(model, loaders["gallery"], device, amp_dtype)
         return reid_metrics(query, gallery, self.cfg.eval)

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..clips import read_views
 from ..decoders import open_video
 
-__all__ = ["ActionDataset", "AnnotationReport", "VideoRecord", "read_lines"]
+__all__ = ["ActionDataset", "AnnotationReport", "VideoRecord", "read_class_names", "read_lines"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -99,6 +100,33 @@ def read_lines(ann_file: str) -> list[tuple[int, str]]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
+def read_class_names(labels_file: str) -> list[str]:
+    """Class names of a text file, one a line: line ``i + 1`` names class ``i``.
+
+    Surrounding whitespace is stripped and trailing blank lines are ignored; a blank line before the last
+    name (it would shift every later index) and a repeated name are errors naming the file and line.
+    """
+    try:
+        with open(labels_file, encoding="utf-8") as f:
+            lines = [line.strip() for line in f.read().splitlines()]
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read labels file {labels_file}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{labels_file}: not a UTF-8 text file ({exc})") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{labels_file}: empty labels file (expected one class name a line)")
+    first_line: dict[str, int] = {}
+    for line_no, name in enumerate(lines, 1):
+        if not name:
+            raise ValueError(f"{labels_file}:{line_no}: empty class name (line i + 1 names class i)")
+        if name in first_line:
+            raise ValueError(f"{labels_file}:{line_no}: class name {name!r} repeats line {first_line[name]}")
+        first_line[name] = line_no
+    return lines
+
+
 def check_label(label: int, num_classes: int | None, where: str, report: AnnotationReport) -> bool:
     if label < 0 or (num_classes is not None and label >= num_classes):
         valid = f"[0, {num_classes})" if num_classes is not None else ">= 0"
@@ -152,20 +180,7 @@ class ActionDataset(Dataset):
         backend = "frames" if record.num_frames is not None else self.backend
         with open_video(record.path, backend=backend, frame_template=self.frame_template,
                         num_frames=record.num_frames) as reader:
-            indices = self.sampler(len(reader), rng)
-            frames = reader.get_frames(indices.reshape(-1))
-        clip_len = indices.shape[1]
-        views, label = [], record.label
-        for v in range(indices.shape[0]):
-            clip, label_v = self.transform(frames[v * clip_len:(v + 1) * clip_len], record.label, rng)
-            if v == 0:
-                label = label_v
-            views.append(clip)
-        if len(views) == 1:
-            clip = views[0]
-        else:
-            clip = torch.stack(views)
-            clip = clip.reshape(-1, *clip.shape[-4:])  # (Vt, [Vc,] T, C, H, W) -> (Vt * Vc, T, C, H, W)
+            clip, label = read_views(reader, self.sampler, self.transform, record.label, rng)
         return clip, int(label)
 
     def _zero_clip(self) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 from .action_base import ActionDataset, AnnotationReport, VideoRecord, check_label
 from .video_list import check_video_file
 
-__all__ = ["SthV2Dataset", "read_sthv2_json", "read_sthv2_labels"]
+__all__ = ["LABELS_FILE_NAME", "SthV2Dataset", "read_sthv2_json", "read_sthv2_labels", "sthv2_class_names"]
 
 LABELS_FILE_NAME = "something-something-v2-labels.json"
 
@@ -40,6 +40,15 @@ def read_sthv2_labels(labels_file: str) -> dict[str, int]:
         return {str(name): int(idx) for name, idx in data.items()}
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{labels_file}: class indices must be integers ({exc})") from None
+
+
+def sthv2_class_names(labels_file: str) -> list[str]:
+    """Class names in index order, from the official labels JSON (its indices must be 0..K-1, once each)."""
+    labels = read_sthv2_labels(labels_file)
+    names = sorted(labels, key=labels.__getitem__)
+    if [labels[name] for name in names] != list(range(len(names))):
+        raise ValueError(f"{labels_file}: class indices must be 0..{len(names) - 1}, each used once")
+    return names
 
 
 def template_to_class(template: str) -> str:

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..decoders.base import DecodeError, VideoReader
 from ..frame_sampling import FrameSampler
 from ..transforms import ClipTransform
 
@@ -159,6 +160,31 @@ def read_image_frames(paths: Sequence[Path]) -> np.ndarray:
                 img = img.resize(size, Image.BILINEAR)
             frames.append(np.asarray(img, dtype=np.uint8))
     return np.stack(frames)
+
+
+class ImageListReader(VideoReader):
+    """A tracklet given as image files in temporal order, as a :class:`VideoReader` (for the inference API).
+
+    Frames are read as :class:`TrackletDataset` reads them (:func:`read_image_frames`: the distinct wanted
+    frames of one call, those of another size resized to the first), so the same sampler and transform give
+    the same clip.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], fps: float = 0.0) -> None:
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise DecodeError("a tracklet needs at least one frame image")
+        self.path = str(self.paths[0])
+        self.num_frames = len(self.paths)
+        self.fps = float(fps)
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique(indices, return_inverse=True)
+        try:
+            frames = read_image_frames([self.paths[u] for u in unique])
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for missing and corrupt images
+            raise DecodeError(f"{self.path}: cannot read the tracklet's frames: {exc}") from None
+        return frames[inverse.reshape(-1)]
 
 
 class TrackletDataset(Dataset):

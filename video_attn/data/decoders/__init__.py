@@ -2,6 +2,7 @@
 
 Backends: ``"decord"`` (default, fast sparse access), ``"pyav"`` (robust; also used automatically when
 decord cannot open a file) and ``"frames"`` (a folder of images; chosen automatically for a directory).
+:class:`ArrayReader` gives frames already in memory the same interface.
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 
+from .array_reader import ArrayReader
 from .base import DecodeError, VideoReader
 from .decord_reader import DecordReader, decord_available
 from .frame_folder import FrameFolderReader
 from .pyav_reader import PyAVReader
 
-__all__ = ["BACKENDS", "DecodeError", "DecordReader", "FrameFolderReader", "PyAVReader", "VideoReader",
-           "open_video"]
+__all__ = ["BACKENDS", "ArrayReader", "DecodeError", "DecordReader", "FrameFolderReader", "PyAVReader",
+           "VideoReader", "open_video"]
 
 BACKENDS = ("decord", "pyav", "frames")
 _LOGGER = logging.getLogger(__name__)

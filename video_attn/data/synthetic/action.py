@@ -13,18 +13,23 @@ Layout written by :func:`make_action_dataset` (the generic list format of ``vide
     DIR/videos/<split>_<i:05d>.mp4   H.264 (libx264, yuv420p)
     DIR/train.txt, DIR/val.txt      "videos/<name>.mp4 <label>" per line
     DIR/classes.txt                 one class name a line, in label order
+    DIR/flip_pairs.txt              "a b" per line: the classes a horizontal flip swaps (left <-> right, ...),
+                                    read through data.flip_pairs_file
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "make_action_dataset", "render_moving_object", "write_h264"]
+__all__ = ["CLASS_NAMES", "flip_pairs", "make_action_dataset", "render_moving_object", "write_h264"]
 
 CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down",
                "move_up_left", "move_up_right", "move_down_left", "move_down_right")
@@ -32,27 +37,51 @@ CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down",
 _DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
-def write_h264(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarray], fps: int = 25,
-               crf: int = 18, gop: int | None = None, preset: str = "veryfast") -> None:
-    """Encode uint8 RGB frames (T, H, W, 3) (even H and W) as H.264 / yuv420p with PyAV's libx264."""
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    height, width = frames.shape[1:3]
+def flip_pairs(num_classes: int) -> list[tuple[int, int]]:
+    """The class pairs ``(a, b)``, ``a < b``, whose directions are mirror images under a horizontal flip."""
+    return [(a, b) for a in range(num_classes) for b in range(a + 1, num_classes)
+            if _DIRECTIONS[a][0] == _DIRECTIONS[b][0] and _DIRECTIONS[a][1] == -_DIRECTIONS[b][1] != 0]
+
+
+def write_h264(path: str | os.PathLike | BinaryIO, frames: np.ndarray | Iterable[np.ndarray],
+               fps: float | Fraction = 25, crf: int = 18, gop: int | None = None, preset: str = "veryfast",
+               container_format: str | None = None) -> int:
+    """Encode uint8 RGB frames (even H and W) as H.264 / yuv420p with PyAV's libx264; returns the frame count.
+
+    ``frames``: an array (T, H, W, 3) or any iterable of (H, W, 3) frames of one size, encoded as they come
+    (a long video never sits in memory). ``path``: a file name, or a binary file object when
+    ``container_format`` names the container (e.g. ``"mp4"``). ``fps``: an int, a Fraction (30000/1001) or
+    a float (turned into the nearest fraction with denominator <= 1001).
+    """
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("no frames to encode")
+    first = np.asarray(first)
+    if first.ndim != 3 or first.shape[-1] != 3 or first.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB frames (H, W, 3), got {first.dtype} {first.shape}")
+    height, width = first.shape[:2]
     if height % 2 or width % 2:
         raise ValueError(f"yuv420p needs even frame sizes, got {height}x{width}")
-    with av.open(os.fspath(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+    rate = fps if isinstance(fps, (int, Fraction)) else Fraction(fps).limit_denominator(1001)
+    count = 0
+    with av.open(path if container_format else os.fspath(path), "w", format=container_format) as container:
+        stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if gop is not None:
             stream.codec_context.gop_size = gop
         stream.codec_context.thread_count = 1
         stream.options = {"crf": str(crf), "preset": preset}
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
+            frame = np.asarray(frame)
+            if frame.shape != first.shape or frame.dtype != np.uint8:
+                raise ValueError(f"frame {count} is {frame.dtype} {frame.shape}, frame 0 uint8 {first.shape}")
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
+            count += 1
         for packet in stream.encode():
             container.mux(packet)
+    return count
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -135,4 +164,7 @@ def make_action_dataset(out_dir: str | os.PathLike, seed: int = 0, num_classes: 
         (out / f"{split}.txt").write_text("".join(lines))
         counts[split] = len(lines)
     (out / "classes.txt").write_text("".join(f"{name}\n" for name in CLASS_NAMES[:num_classes]))
+    # the flip pairs live with the data, not in a config that could be pointed at other data
+    (out / "flip_pairs.txt").write_text("# classes a horizontal flip swaps (data.flip_pairs_file)\n"
+                                        + "".join(f"{a} {b}\n" for a, b in flip_pairs(num_classes)))
     return counts
