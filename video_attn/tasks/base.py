@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,11 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from video_attn.config.schema import Config
 from video_attn.data.build import build_eval_loader
+from video_attn.engine.train_loop import LossFn
 
 logger = logging.getLogger(__name__)
-
-# (model outputs, batch) -> (loss, named loss parts for logging)
-LossFn = Callable[[Any, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 
 
 class Task(ABC):
