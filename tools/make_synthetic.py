@@ -2,6 +2,9 @@
 """Write a small synthetic dataset in the real on-disk formats.
 
     python tools/make_synthetic.py action --out data/synthetic_action [--seed 0]
+    python tools/make_synthetic.py action --out data/straight_noise --shape disc --object-size 12 20 \
+        --trajectory straight --travel 0.45 0.55 --background noise --object-texture noise \
+        --train-per-class 60 --val-per-class 20 --min-frames 24 --max-frames 24
     python tools/make_synthetic.py reid --out data/synthetic_reid [--seed 0]
 
 action: H.264 videos of an object moving left / right / up / down (classes only a temporal model can tell
@@ -18,6 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+from video_attn.data.synthetic.action import (
+    BACKGROUNDS,
+    SHAPES,
+    TEXTURES,
+    TRAJECTORIES,
+    MotionStyle,
+    make_action_dataset,
+)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Write a synthetic action or ReID dataset (real file formats).")
@@ -31,6 +43,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     action.add_argument("--min-frames", type=int, default=16)
     action.add_argument("--max-frames", type=int, default=24)
     action.add_argument("--size", type=int, default=64, help="frame side in pixels (even, default 64)")
+    look = action.add_argument_group("look and motion (defaults: the quick start's data)")
+    look.add_argument("--shape", choices=SHAPES, default="random")
+    look.add_argument("--object-size", type=int, nargs=2, metavar=("MIN", "MAX"),
+                      help="side of the object in pixels (default: size/5 to 3 size/10)")
+    look.add_argument("--travel", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.6, 0.9),
+                      help="distance moved over the clip, fraction of the frame side (default 0.6 0.9)")
+    look.add_argument("--trajectory", choices=TRAJECTORIES, default="wrap",
+                      help="wrap: leave one edge and re-enter at the other; straight: stay in the frame")
+    look.add_argument("--background", choices=BACKGROUNDS, default="smooth",
+                      help="smooth: dark texture, bright object; noise: static per-pixel noise on a colour")
+    look.add_argument("--object-texture", choices=TEXTURES, default="solid")
     reid = sub.add_parser("reid", help="MARS-layout tracklets + info files")
     reid.add_argument("--out", required=True, type=Path, help="output folder")
     reid.add_argument("--seed", type=int, default=0)
@@ -42,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         if args.kind == "action":
-            from video_attn.data.synthetic.action import make_action_dataset
-
             counts = make_action_dataset(
                 args.out, seed=args.seed, num_classes=args.num_classes, train_per_class=args.train_per_class,
                 val_per_class=args.val_per_class, min_frames=args.min_frames, max_frames=args.max_frames,
-                size=args.size,
+                size=args.size, style=MotionStyle(
+                    shape=args.shape, object_size=tuple(args.object_size) if args.object_size else None,
+                    travel=tuple(args.travel), trajectory=args.trajectory, background=args.background,
+                    object_texture=args.object_texture),
             )
             summary = ", ".join(f"{n} {split}" for split, n in counts.items())
         else:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from video_attn.data.decoders import open_video
-from video_attn.data.synthetic.action import CLASS_NAMES, render_moving_object
+from video_attn.data.synthetic.action import CLASS_NAMES, MotionStyle, render_moving_object
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +105,37 @@ def test_check_videos_end_to_end(video_dir, tmp_path):
     assert flagged == {"garbage.mp4", "empty.mp4", "missing.mp4", "truncated.mp4"}
     assert any("truncated.mp4" in line and "truncated" in line.split(":", 1)[1] for line in lines)
     assert "checking" in bad.stderr  # progress bar
+
+
+@pytest.mark.parametrize("label", range(8))
+def test_straight_trajectory_stays_in_frame_and_moves_in_its_direction(label):
+    style = MotionStyle(shape="disc", object_size=(12, 20), trajectory="straight", travel=(0.45, 0.55),
+                        background="uniform")
+    frames = render_moving_object(np.random.default_rng(label), label, 24, size=64, style=style)
+    background = frames[0, 0, 0] if (frames[:, 0, 0] == frames[0, 0, 0]).all() else frames[0, -1, -1]
+    masks = (frames != background).any(-1)
+    centres = []
+    for mask in masks:
+        rows, cols = np.nonzero(mask)
+        assert 100 < mask.sum() < 20 * 20  # the whole disc in every frame
+        # no wrap-around: the object is one blob, never split over opposite edges
+        assert rows.max() - rows.min() < 20 and cols.max() - cols.min() < 20
+        centres.append((rows.mean(), cols.mean()))
+    dy, dx = [(0, -1), (0, 1), (-1, 0), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)][label]
+    travel = np.asarray(centres[-1]) - np.asarray(centres[0])
+    assert travel[0] * dy >= 0.4 * 64 * abs(dy) and travel[1] * dx >= 0.4 * 64 * abs(dx)
+    assert (dy != 0 or abs(travel[0]) < 2) and (dx != 0 or abs(travel[1]) < 2)  # straight along its axis
+
+
+def test_noise_background_is_static_per_pixel_noise():
+    style = MotionStyle(background="noise", object_texture="noise", trajectory="straight")
+    frames = render_moving_object(np.random.default_rng(0), 1, 16, size=64, style=style).astype(int)
+    static = (frames == frames[0]).all(0)  # pixels the object never covers
+    assert static.mean() > 0.3 and frames[0][static].std() > 10
+
+
+def test_motion_style_rejects_unknown_values():
+    with pytest.raises(ValueError, match="trajectory"):
+        MotionStyle(trajectory="zigzag")
+    with pytest.raises(ValueError, match="travel"):
+        MotionStyle(travel=(0.9, 0.5))

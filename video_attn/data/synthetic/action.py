@@ -1,12 +1,14 @@
 """A synthetic action dataset that only temporal models can solve: the direction an object moves.
 
-Every video shows one object (random shape, colour and size) over a random textured background; the class
-is the direction it moves (left, right, up, down; then the diagonals for up to 8 classes). The background
-is dark and the object bright (one edge polarity, which makes motion easy to pick up). The object moves
-60-90% of the frame width over the clip on a torus (it leaves one edge and re-enters at the opposite one)
-from a uniformly random start, so the position in any single frame is uniform for every class: the
-distribution of a single frame is identical across classes and a frame-averaging model (TSN) stays at
-chance, while a model that compares frames (TAM, TSM) can reach ~100%.
+Every video shows one object over a static background; the class is the direction it moves (left, right,
+up, down; then the diagonals for up to 8 classes). By default (the quick start's data) the object has a
+random shape, colour and size, the background is a dark smooth texture and the object bright (one edge
+polarity), and the object moves 60-90% of the frame width over the clip on a torus (it leaves one edge
+and re-enters at the opposite one) from a uniformly random start, so the position in any single frame is
+uniform for every class: the distribution of a single frame is identical across classes and a
+frame-averaging model (TSN) stays at chance, while a model that compares frames (TAM, TSM) can reach ~100%.
+:class:`MotionStyle` varies all of it (shape, size, speed, straight or wrapping paths, noise or flat
+backgrounds, textured objects) so that claims are tested on more than one kind of data.
 
 Layout written by :func:`make_action_dataset` (the generic list format of ``video_list`` datasets)::
 
@@ -15,13 +17,16 @@ Layout written by :func:`make_action_dataset` (the generic list format of ``vide
     DIR/classes.txt                 one class name a line, in label order
     DIR/flip_pairs.txt              "a b" per line: the classes a horizontal flip swaps (left <-> right, ...),
                                     read through data.flip_pairs_file
+    DIR/generator.json              the arguments that made the data
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +34,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-__all__ = ["CLASS_NAMES", "flip_pairs", "make_action_dataset", "render_moving_object", "write_h264"]
+__all__ = ["BACKGROUNDS", "CLASS_NAMES", "SHAPES", "TEXTURES", "TRAJECTORIES", "MotionStyle", "flip_pairs",
+           "make_action_dataset", "render_moving_object", "write_h264"]
 
 CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down",
                "move_up_left", "move_up_right", "move_down_left", "move_down_right")
@@ -84,7 +90,54 @@ def write_h264(path: str | os.PathLike | BinaryIO, frames: np.ndarray | Iterable
     return count
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+SHAPES = ("random", "square", "disc", "triangle", "cross")
+BACKGROUNDS = ("smooth", "noise", "uniform")
+TRAJECTORIES = ("wrap", "straight")
+TEXTURES = ("solid", "noise")
+
+
+@dataclass(frozen=True)
+class MotionStyle:
+    """What the videos look like and how the object moves; the defaults make the quick start's data.
+
+    - ``shape``: the object's shape, one of :data:`SHAPES` (``"random"`` draws one per video).
+    - ``object_size``: (min, max) side of the object's bounding box in pixels;
+      ``None`` is size/5 to 3 size/10.
+    - ``travel``: (min, max) distance the object covers over the clip, as a fraction of the frame side (its
+      speed, given the number of frames).
+    - ``trajectory``: ``"wrap"`` moves on a torus from a uniformly random start (leaving one edge, re-entering
+      at the opposite one: every single frame has the same distribution for every class); ``"straight"``
+      keeps the object inside the frame for the whole clip (no wrap-around).
+    - ``background``: ``"smooth"`` is a dark two-colour texture under a bright object (one edge polarity);
+      ``"noise"`` a static per-pixel noise texture on a uniform colour; ``"uniform"`` one flat colour. With
+      ``"noise"`` and ``"uniform"`` the object's colour differs from the background's by 64-192 per channel,
+      brighter or darker.
+    - ``object_texture``: ``"solid"`` (one colour) or ``"noise"`` (a static per-pixel texture that moves with
+      the object).
+    """
+
+    shape: str = "random"
+    object_size: tuple[int, int] | None = None
+    travel: tuple[float, float] = (0.6, 0.9)
+    trajectory: str = "wrap"
+    background: str = "smooth"
+    object_texture: str = "solid"
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("shape", SHAPES), ("trajectory", TRAJECTORIES), ("background", BACKGROUNDS),
+                             ("object_texture", TEXTURES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.object_size is not None and not 2 <= self.object_size[0] <= self.object_size[1]:
+            raise ValueError(f"object_size must be (min, max) with 2 <= min <= max, got {self.object_size}")
+        if not 0 < self.travel[0] <= self.travel[1] <= 1:
+            raise ValueError(f"travel must be (min, max) with 0 < min <= max <= 1, got {self.travel}")
+
+
+_NOISE_STD = 24.0  # per-pixel noise of the "noise" textures, in 8-bit levels
+
+
+def _smooth_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth two-colour texture: coarse random noise blended between two random colours."""
     cells = int(rng.integers(2, 6))
     coarse = rng.random((cells + 1, cells + 1))
@@ -99,9 +152,13 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return (c1 * field[..., None] + c2 * (1 - field[..., None])).astype(np.uint8)
 
 
-def _shape_mask(rng: np.random.Generator, side: int) -> np.ndarray:
+def _noisy(rng: np.random.Generator, colour: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (*shape, 3): ``colour`` plus static Gaussian per-pixel noise."""
+    return np.clip(colour + rng.normal(0.0, _NOISE_STD, (*shape, 3)), 0, 255).astype(np.uint8)
+
+
+def _shape_mask(kind: int, side: int) -> np.ndarray:
     yy, xx = np.mgrid[:side, :side] + 0.5
-    kind = int(rng.integers(4))
     if kind == 0:  # square
         return np.ones((side, side), dtype=bool)
     if kind == 1:  # disc
@@ -112,35 +169,60 @@ def _shape_mask(rng: np.random.Generator, side: int) -> np.ndarray:
     return (np.abs(yy - side / 2) <= third / 1.5) | (np.abs(xx - side / 2) <= third / 1.5)
 
 
-def render_moving_object(rng: np.random.Generator, label: int, num_frames: int, size: int = 64) -> np.ndarray:
+def _straight_start(rng: np.random.Generator, direction: np.ndarray, travel: float, room: int) -> np.ndarray:
+    """A start (row, col) from which ``travel`` pixels along ``direction`` stay within [0, room]."""
+    low = np.where(direction < 0, travel, 0.0)
+    high = np.where(direction > 0, room - travel, room)
+    return low + rng.random(2) * (high - low)
+
+
+def render_moving_object(rng: np.random.Generator, label: int, num_frames: int, size: int = 64,
+                         style: MotionStyle = MotionStyle()) -> np.ndarray:
     """uint8 (num_frames, size, size, 3): an object moving in direction ``label`` (see module docstring)."""
     if not 0 <= label < len(_DIRECTIONS):
         raise ValueError(f"label must be in [0, {len(_DIRECTIONS)}), got {label}")
-    background = _background(rng, size)
-    side = int(rng.integers(max(4, size // 5), max(5, size * 3 // 10) + 1))
-    mask = _shape_mask(rng, side)
-    colour = rng.integers(150, 256, 3)
-    start = rng.random(2) * size  # uniform on the torus: any single frame looks the same for every class
-    travel = rng.uniform(0.6, 0.9) * size
-    step = travel / max(num_frames - 1, 1)
+    if style.background == "smooth":
+        background = _smooth_background(rng, size)
+    else:
+        base = rng.integers(0, 256, 3)
+        background = _noisy(rng, base, (size, size)) if style.background == "noise" else \
+            np.broadcast_to(base.astype(np.uint8), (size, size, 3))
+    low, high = style.object_size or (max(4, size // 5), max(5, size * 3 // 10))
+    side = min(int(rng.integers(low, high + 1)), size)
+    kind = int(rng.integers(4)) if style.shape == "random" else SHAPES.index(style.shape) - 1
+    mask = _shape_mask(kind, side)
+    if style.background == "smooth":
+        colour = rng.integers(150, 256, 3)
+    else:
+        colour = (base + rng.integers(64, 193, 3)) % 256
     direction = np.asarray(_DIRECTIONS[label], dtype=np.float64)
+    if style.trajectory == "wrap":
+        start = rng.random(2) * size  # uniform on the torus: any single frame looks the same for every class
+        travel = rng.uniform(*style.travel) * size
+    else:
+        travel = min(rng.uniform(*style.travel) * size, size - side)
+        start = _straight_start(rng, direction, travel, size - side)
+    step = travel / max(num_frames - 1, 1)
+    texture = _noisy(rng, colour, (side, side)) if style.object_texture == "noise" else None
     frames = np.repeat(background[None], num_frames, axis=0)
     for t in range(num_frames):
         y0, x0 = np.round(start + direction * step * t).astype(int)
         rows = (y0 + np.arange(side)) % size
         cols = (x0 + np.arange(side)) % size
         patch = frames[t][np.ix_(rows, cols)]
-        patch[mask] = colour
+        patch[mask] = colour if texture is None else texture[mask]
         frames[t][np.ix_(rows, cols)] = patch
     return frames
 
 
 def make_action_dataset(out_dir: str | os.PathLike, seed: int = 0, num_classes: int = 4,
                         train_per_class: int = 256, val_per_class: int = 16, min_frames: int = 16,
-                        max_frames: int = 24, size: int = 64, fps: int = 25) -> dict[str, int]:
+                        max_frames: int = 24, size: int = 64, fps: int = 25,
+                        style: MotionStyle = MotionStyle()) -> dict[str, int]:
     """Write the dataset (layout in the module docstring); returns the number of videos per split.
 
-    Deterministic: the same arguments give the same pixels. ``size`` must be even (yuv420p).
+    Deterministic: the same arguments give the same pixels. ``size`` must be even (yuv420p). ``style``: the
+    look and motion of the videos (:class:`MotionStyle`; its defaults give the quick start's data).
     """
     if not 2 <= num_classes <= len(CLASS_NAMES):
         raise ValueError(f"num_classes must be in [2, {len(CLASS_NAMES)}], got {num_classes}")
@@ -159,7 +241,7 @@ def make_action_dataset(out_dir: str | os.PathLike, seed: int = 0, num_classes: 
             rng = np.random.default_rng([seed, split_id, i])
             num_frames = int(rng.integers(min_frames, max_frames + 1))
             name = f"videos/{split}_{i:05d}.mp4"
-            write_h264(out / name, render_moving_object(rng, label, num_frames, size), fps=fps)
+            write_h264(out / name, render_moving_object(rng, label, num_frames, size, style), fps=fps)
             lines.append(f"{name} {label}\n")
         (out / f"{split}.txt").write_text("".join(lines))
         counts[split] = len(lines)
@@ -167,4 +249,8 @@ def make_action_dataset(out_dir: str | os.PathLike, seed: int = 0, num_classes: 
     # the flip pairs live with the data, not in a config that could be pointed at other data
     (out / "flip_pairs.txt").write_text("# classes a horizontal flip swaps (data.flip_pairs_file)\n"
                                         + "".join(f"{a} {b}\n" for a, b in flip_pairs(num_classes)))
+    generator = {"seed": seed, "num_classes": num_classes, "train_per_class": train_per_class,
+                 "val_per_class": val_per_class, "min_frames": min_frames, "max_frames": max_frames,
+                 "size": size, "fps": fps, **asdict(style)}
+    (out / "generator.json").write_text(json.dumps(generator, indent=1) + "\n")
     return counts
