@@ -44,6 +44,7 @@ from torch import Tensor, nn
 __all__ = [
     "TAM",
     "ShiftedWeightedSumFunction",
+    "set_tam_aggregation",
     "shift_frames",
     "shifted_weighted_sum",
     "tap_coefficients",
@@ -271,3 +272,23 @@ class TAM(nn.Module):
             f"in_channels={self.in_channels}, num_segments={self.num_segments}, "
             f"kernel_size={self.kernel_size}, aggregation={self.aggregation!r}"
         )
+
+
+def set_tam_aggregation(model: nn.Module, aggregation: Aggregation) -> int:
+    """Switch every :class:`TAM` inside ``model`` to ``aggregation`` (in place); returns how many there are.
+
+    The three forms give equal values, so this changes no output: it picks the form a tool needs. The
+    default ``"shift"`` is a custom autograd Function, which TorchScript cannot serialise;
+    ``"shift_autograd"`` (plain tensor ops) exports. Both shifted sums are elementwise work that
+    ``torch.utils.flop_counter`` does not count; ``"grouped_conv"`` (the official convolution) is counted as
+    a convolution's multiply-adds. Call it on a copy of a model that keeps training or running with the
+    default.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"TAM aggregation={aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+    count = 0
+    for module in model.modules():
+        if isinstance(module, TAM):
+            module.aggregation = aggregation
+            count += 1
+    return count
