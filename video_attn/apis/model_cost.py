@@ -340,7 +340,7 @@ def measure_latency(
 
 
 # ------------------------------------------------------------------------------------------- the model
-def _analysis_config(cfg: Config) -> tuple[Config, list[str]]:
+def _analysis_config(cfg: Config, task_name: str) -> tuple[Config, list[str]]:
     """A copy of ``cfg`` that builds without files: no pretrained weights; an unset ``model.num_classes``
     from the class names file (action). Returns the notes to report."""
     cfg = config_from_dict(cfg.to_dict())
@@ -348,7 +348,7 @@ def _analysis_config(cfg: Config) -> tuple[Config, list[str]]:
     notes = []
     if cfg.model.num_classes is None:
         try:
-            if build_task(cfg).name != "action":
+            if task_name != "action":
                 raise ValueError("no class names file for ReID")
             cfg.model.num_classes = action_num_classes(cfg, [])
             notes.append(f"model.num_classes={cfg.model.num_classes} from the class names file")
@@ -360,21 +360,21 @@ def _analysis_config(cfg: Config) -> tuple[Config, list[str]]:
     return cfg, notes
 
 
-def _plain_config(cfg: Config) -> Config | None:
+def _plain_config(cfg: Config, task_name: str) -> Config | None:
     """``cfg`` without backbone attention, conv replacements, highway, stage modules and (action) the
     temporal module: the plain ResNet (TSN) the extensions are added to; None when ``cfg`` is that already."""
     plain = config_from_dict(cfg.to_dict())
     bb = plain.model.backbone
     bb.attention, bb.conv, bb.residual, bb.stage_module = "none", "none", "standard", "none"
     bb.attention_kwargs, bb.conv_kwargs, bb.residual_kwargs, bb.stage_module_kwargs = {}, {}, {}, {}
-    if build_task(cfg).name == "action":
+    if task_name == "action":
         plain.model.arch, plain.model.temporal_kwargs = "tsn", {}
     return None if plain.to_dict() == cfg.to_dict() else plain
 
 
-def _plain_name(cfg: Config) -> str:
+def _plain_name(cfg: Config, task_name: str) -> str:
     depth = cfg.model.backbone.depth
-    if build_task(cfg).name == "action":
+    if task_name == "action":
         return f"plain ResNet-{depth} TSN (no attention, no temporal module)"
     return f"{cfg.model.arch} on a plain ResNet-{depth} (no backbone attention)"
 
@@ -406,7 +406,8 @@ def analyze_model(
         raise ValueError(f"views must be >= 1, got {views}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    cfg, notes = _analysis_config(cfg)
+    task_name = build_task(cfg).name
+    cfg, notes = _analysis_config(cfg, task_name)
     frames, size, protocol_views, views_source = view_protocol(cfg)
     if views is not None:
         protocol_views, views_source = views, "given"
@@ -423,12 +424,11 @@ def analyze_model(
     macs = count_macs(model, (1, *view_shape))
 
     plain_row = None
-    plain_cfg = _plain_config(cfg)
+    plain_cfg = _plain_config(cfg, task_name)
     if plain_cfg is not None:
         plain_model = build_model(plain_cfg.model)
-        plain_row = CostRow(
-            _plain_name(cfg), count_parameters(plain_model)[0], count_macs(plain_model, (1, *view_shape))[""]
-        )
+        plain_macs = count_macs(plain_model, (1, *view_shape))[""]
+        plain_row = CostRow(_plain_name(cfg, task_name), count_parameters(plain_model)[0], plain_macs)
     notes.append(
         "MACs = multiply-accumulates (papers' 'FLOPs'); torch.utils.flop_counter counts 2 FLOPs per MAC. "
         "Convolutions and matrix products are counted; elementwise ops (norms, activations, gate products) "
@@ -447,7 +447,7 @@ def analyze_model(
             timings.append(measure_latency(runner, shape, compile=True, warmup=warmup, repeats=repeats))
     return ModelCost(
         arch=cfg.model.arch,
-        task=build_task(cfg).name,
+        task=task_name,
         view_shape=view_shape,
         views=protocol_views,
         views_source=views_source,
