@@ -7,7 +7,8 @@
 The exported model is fixed to N clips (--batch-size, default 1) of model.num_segments frames of
 data.input_size (change them with overrides, e.g. data.input_size=[256,256]). Its input is the normalised
 float32 clip batch (N, T, 3, H, W) the PyTorch model takes (ONNX input name "clips"): normalisation with
-data.mean / data.std happens outside it. Its output is the logits (N, K) of an action model, or the test
+data.mean / data.std (and, with data.subtract_clip_mean, the subtraction of each clip's per-channel mean)
+happens outside it. Its output is the logits (N, K) of an action model, or the test
 embedding (N, D) of a ReID model (before L2 normalisation), named "logits" / "embeddings".
 
 After writing FILE the tool runs it (onnxruntime, or torch.jit.load) and the eager model on a random clip
@@ -64,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     names = f" (ONNX names {result.input_name}, {result.output_name})" if result.format == "onnx" else ""
+    centred = ", each clip's mean subtracted (data.subtract_clip_mean)" if cfg.data.subtract_clip_mean else ""
     print(
         f"wrote {result.path} ({result.format}): input {list(result.input_shape)} float32 clips normalised "
-        f"with data.mean / data.std, output {list(result.output_shape)} {result.output_name}{names}"
+        f"with data.mean / data.std{centred}, output {list(result.output_shape)} {result.output_name}{names}"
     )
     verdict = "passed" if result.passed else "FAILED"
     print(

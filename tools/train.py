@@ -22,7 +22,7 @@ from _cli import load_cli_config
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Train an action (TANet/TSN/TSM) or ReID (GLTR, baselines) model from a YAML config.",
-        epilog="Example: python tools/train.py configs/synthetic/tanet_r18.yaml train.epochs=2 device=cpu",
+        epilog="Example: python tools/train.py configs/synthetic/tanet_r18.yaml train.iters=64 device=cpu",
     )
     p.add_argument("config", help="path to the YAML config")
     p.add_argument("--resume", action="store_true", help="continue from <work_dir>/checkpoints/last.pt")

@@ -56,14 +56,14 @@ def test_base_inheritance_chain_and_override_order(tmp_path):
 def test_int_is_accepted_for_float_but_not_the_reverse(tmp_path):
     path = write(tmp_path / "c.yaml", "train: {lr: 1}\n")
     assert load_config(path).train.lr == 1.0
-    with pytest.raises(ConfigError, match="'train.epochs' must be an integer"):
-        load_config(path, ["train.epochs=1.5"])
+    with pytest.raises(ConfigError, match="'train.batch_size' must be an integer"):
+        load_config(path, ["train.batch_size=1.5"])
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.lrr=1", "unknown config key 'train.lrr'; valid keys here: epochs, batch_size, lr"),
+        ("train.lrr=1", "unknown config key 'train.lrr'; valid keys here: epochs, iters, batch_size, lr"),
         ("modle.arch=tsn", "unknown config key 'modle'"),
         ("device=gpu", "'device' got 'gpu'; valid choices: 'auto', 'cpu', 'cuda'"),
         ("model.backbone.depth=51", "'model.backbone.depth' got 51; valid choices: 18, 34, 50, 101"),

@@ -15,6 +15,7 @@ from video_attn.data.transforms import (
     RandomErasing,
     RandomHorizontalFlip,
     RandomResizedCrop,
+    SubtractClipMean,
     TenCrop,
     ThreeCrop,
     build_clip_transform,
@@ -209,6 +210,21 @@ def test_eval_transforms_shapes_and_metadata(crop, shape):
     assert transform.output_size == tuple(shape[-2:])
     again, _ = transform(distinct(4, 40, 64), 3, np.random.default_rng(1))
     torch.testing.assert_close(out, again, rtol=0, atol=0)  # no randomness at eval
+
+
+@pytest.mark.parametrize("crop, train", [("random_multiscale", True), ("center", False), ("three", False)])
+def test_subtract_clip_mean_zero_mean_per_clip_and_channel(crop, train):
+    frames = copies(6, 40, 64, seed=1)
+    frames[2:, 10:20, 10:20] = 255  # a change over time, kept relative to the rest of the clip
+    plain = build_clip_transform(make_cfg(crop), make_cfg(crop).train if train else make_cfg(crop).val, train)
+    data = make_cfg(crop, subtract_clip_mean=True)
+    centred = build_clip_transform(data, data.train if train else data.val, train)
+    assert isinstance(centred.ops[-1], SubtractClipMean)
+    out, _ = centred(frames, 0, np.random.default_rng(3))
+    ref, _ = plain(frames, 0, np.random.default_rng(3))
+    dims = (-4, -2, -1)  # T, H, W of each crop
+    torch.testing.assert_close(out.mean(dim=dims), torch.zeros(out.mean(dim=dims).shape), rtol=0, atol=1e-5)
+    torch.testing.assert_close(out, ref - ref.mean(dim=dims, keepdim=True))
 
 
 def test_build_rejects_inconsistent_modes():

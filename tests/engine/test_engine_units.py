@@ -14,6 +14,7 @@ from engine_testkit import MeanModel, StandInClips, tiny_config
 from torch import nn
 from torch.utils.data import DataLoader
 
+from video_attn.config import ConfigError
 from video_attn.data.batch_samplers import ResumableBatchSampler
 from video_attn.data.build import (
     EpochSeededDataset,
@@ -30,7 +31,7 @@ from video_attn.engine.checkpoint import (
     restore_rng_state,
 )
 from video_attn.engine.hooks import annealed_temperature
-from video_attn.engine.lr_scheduler import WarmupLRScheduler
+from video_attn.engine.lr_scheduler import WarmupLRScheduler, build_scheduler
 from video_attn.engine.optim import build_optimizer, build_param_groups, scaled_lr
 
 
@@ -138,6 +139,21 @@ def test_cosine_and_constant_schedules():
         _opt(0.5), "constant", iters_per_epoch=2, epochs=3, warmup_epochs=0.5, warmup_factor=0.2
     )
     np.testing.assert_allclose(_lrs(sched, 4), [0.1, 0.5, 0.5, 0.5])
+
+
+def test_iteration_budget_sets_whole_epochs_and_the_schedule_length(tmp_path):
+    cfg = tiny_config(tmp_path, train={"epochs": None, "iters": 100, "lr_schedule": "cosine", "lr": 1.0})
+    assert cfg.train.num_epochs(30) == 4  # ceil(100 / 30): the budget rounded up to whole epochs
+    assert cfg.train.num_epochs(100) == 1
+    lrs = _lrs(build_scheduler(_opt(), cfg.train, 30), 121)
+    assert lrs[60] == pytest.approx(0.5) and lrs[120] == pytest.approx(0.0, abs=1e-12)  # cosine, 120 steps
+    cfg = tiny_config(tmp_path, train={"epochs": 3})
+    assert cfg.train.num_epochs(30) == 3  # iters 0: train.epochs
+    with pytest.raises(ConfigError, match="train.iters must be >= 0"):
+        tiny_config(tmp_path, train={"iters": -1})
+    with pytest.raises(ConfigError, match=r"train.epochs=3 and train.iters=100 are both set; keep one"):
+        tiny_config(tmp_path, train={"epochs": 3, "iters": 100})
+
 
 
 def test_scheduler_state_roundtrip_and_group_multipliers():

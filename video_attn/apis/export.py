@@ -10,7 +10,8 @@ with fixed ``N`` (the batch size of the export), ``T = model.num_segments`` and 
 and gives what it gives in eval mode: action logits ``(N, K)`` (averaged over the T frames, before any
 softmax), or the ReID test embedding ``(N, D)`` (the feature ``extract_features`` writes, before its L2
 normalisation). Input normalisation is *not* part of the exported model: scale the RGB frames to [0, 1] and
-subtract ``data.mean`` / divide by ``data.std`` of the config before calling it. The ONNX graph names its
+subtract ``data.mean`` / divide by ``data.std`` of the config (then, with ``data.subtract_clip_mean``, each
+clip's per-channel mean) before calling it. The ONNX graph names its
 input ``clips`` and its output ``logits`` or ``embeddings``.
 
 - ONNX: ``torch.export`` (non-strict) then the ``torch.onnx`` exporter of that program (``dynamo=True``, the

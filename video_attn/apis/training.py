@@ -99,6 +99,9 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[st
         )
     steps_per_epoch = math.ceil(len(loader) / cfg.train.accumulation_steps)
     scheduler = build_scheduler(optimizer, cfg.train, steps_per_epoch)
+    epochs = cfg.train.num_epochs(steps_per_epoch)
+    if cfg.train.iters > 0:
+        logger.info("train.iters=%d: %d epochs of %d steps", cfg.train.iters, epochs, steps_per_epoch)
 
     train_model: nn.Module = model
     if info.distributed:
@@ -115,7 +118,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[st
         loader,
         loss_fn,
         work_dir,
-        cfg.train.epochs,
+        epochs,
         device=device,
         unwrapped_model=model,
         accumulation_steps=cfg.train.accumulation_steps,

@@ -8,6 +8,7 @@ them, which lists the valid names in its error.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -157,6 +158,8 @@ class DataConfig(Section):
     flip_pairs_file: str | None = None
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # after mean/std: subtract each clip's per-channel mean over its frames and pixels (SubtractClipMean)
+    subtract_clip_mean: bool = False
     random_erasing: float = 0.0  # probability (ReID)
     split_index: int = 0  # iLIDS-VID / PRID: which of the 10 splits
     # class names, used in evaluation outputs and checkpoints (and for model.num_classes when unset).
@@ -192,7 +195,10 @@ class LossConfig(Section):
 
 @dataclass
 class TrainConfig(Section):
-    epochs: int = 100
+    # the length of the run: epochs (100 when neither is set), or a budget in optimiser steps that does not
+    # depend on the dataset's size: ceil(iters / steps per epoch) whole epochs (num_epochs). Set one of them.
+    epochs: int | None = None
+    iters: int = 0
     batch_size: int = 8  # per process
     lr: float = 0.01
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
@@ -232,6 +238,23 @@ class TrainConfig(Section):
     temperature_end: float = 1.0
     temperature_anneal_epochs: int = 10
     loss: LossConfig = field(default_factory=LossConfig)
+
+    def validate(self, prefix: str) -> None:
+        if self.iters < 0:
+            raise ConfigError(f"{prefix}.iters must be >= 0 (0: train for {prefix}.epochs), got {self.iters}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"{prefix}.epochs must be >= 1, got {self.epochs}")
+        if self.iters > 0 and self.epochs is not None:
+            raise ConfigError(
+                f"{prefix}.epochs={self.epochs} and {prefix}.iters={self.iters} are both set; keep one "
+                f"({prefix}.iters=0 or {prefix}.epochs=null)"
+            )
+
+    def num_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs of the run: ``train.epochs``, or enough whole epochs for ``train.iters`` optimiser steps."""
+        if self.iters > 0:
+            return math.ceil(self.iters / steps_per_epoch)
+        return 100 if self.epochs is None else self.epochs
 
 
 # ---------------------------------------------------------------------------------------------- eval

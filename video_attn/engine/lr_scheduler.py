@@ -90,7 +90,7 @@ def build_scheduler(
         optimizer,
         schedule=train_cfg.lr_schedule,
         iters_per_epoch=iters_per_epoch,
-        epochs=train_cfg.epochs,
+        epochs=train_cfg.num_epochs(iters_per_epoch),
         milestones=train_cfg.milestones,
         gamma=train_cfg.gamma,
         warmup_epochs=train_cfg.warmup_epochs,
