@@ -35,7 +35,8 @@ import av
 import numpy as np
 
 __all__ = ["BACKGROUNDS", "CLASS_NAMES", "SHAPES", "TEXTURES", "TRAJECTORIES", "MotionStyle", "flip_pairs",
-           "make_action_dataset", "render_moving_object", "write_h264"]
+           "make_action_dataset", "moving_object_masks", "render_moving_object", "video_object_masks",
+           "write_h264"]
 
 CLASS_NAMES = ("move_left", "move_right", "move_up", "move_down",
                "move_up_left", "move_up_right", "move_down_left", "move_down_right")
@@ -179,6 +180,22 @@ def _straight_start(rng: np.random.Generator, direction: np.ndarray, travel: flo
 def render_moving_object(rng: np.random.Generator, label: int, num_frames: int, size: int = 64,
                          style: MotionStyle = MotionStyle()) -> np.ndarray:
     """uint8 (num_frames, size, size, 3): an object moving in direction ``label`` (see module docstring)."""
+    return _render(rng, label, num_frames, size, style)[0]
+
+
+def moving_object_masks(rng: np.random.Generator, label: int, num_frames: int, size: int = 64,
+                        style: MotionStyle = MotionStyle()) -> np.ndarray:
+    """bool (num_frames, size, size): where the object is in each frame :func:`render_moving_object` draws.
+
+    Makes the same draws from ``rng``: a generator in the state ``render_moving_object`` got gives the masks
+    of exactly its frames (the object's pixels, wrap-around included).
+    """
+    return _render(rng, label, num_frames, size, style)[1]
+
+
+def _render(rng: np.random.Generator, label: int, num_frames: int, size: int,
+            style: MotionStyle) -> tuple[np.ndarray, np.ndarray]:
+    """The frames of :func:`render_moving_object` and the object's masks (bool (num_frames, size, size))."""
     if not 0 <= label < len(_DIRECTIONS):
         raise ValueError(f"label must be in [0, {len(_DIRECTIONS)}), got {label}")
     if style.background == "smooth":
@@ -205,6 +222,7 @@ def render_moving_object(rng: np.random.Generator, label: int, num_frames: int, 
     step = travel / max(num_frames - 1, 1)
     texture = _noisy(rng, colour, (side, side)) if style.object_texture == "noise" else None
     frames = np.repeat(background[None], num_frames, axis=0)
+    masks = np.zeros((num_frames, size, size), dtype=bool)
     for t in range(num_frames):
         y0, x0 = np.round(start + direction * step * t).astype(int)
         rows = (y0 + np.arange(side)) % size
@@ -212,7 +230,31 @@ def render_moving_object(rng: np.random.Generator, label: int, num_frames: int, 
         patch = frames[t][np.ix_(rows, cols)]
         patch[mask] = colour if texture is None else texture[mask]
         frames[t][np.ix_(rows, cols)] = patch
-    return frames
+        masks[t][np.ix_(rows, cols)] = mask
+    return frames, masks
+
+
+_SPLITS = ("train", "val")
+
+
+def _video_rng(seed: int, split: str, index: int, min_frames: int, max_frames: int
+               ) -> tuple[np.random.Generator, int]:
+    """The generator of video ``index`` of ``split`` and its frame count, as :func:`make_action_dataset`
+    draws them."""
+    rng = np.random.default_rng([seed, _SPLITS.index(split), index])
+    return rng, int(rng.integers(min_frames, max_frames + 1))
+
+
+def video_object_masks(split: str, index: int, label: int, seed: int = 0, min_frames: int = 16,
+                       max_frames: int = 24, size: int = 64,
+                       style: MotionStyle = MotionStyle()) -> np.ndarray:
+    """bool (num_frames, size, size): the object's masks in ``DIR/videos/<split>_<index:05d>.mp4`` written by
+    :func:`make_action_dataset` with these arguments (``label``: the video's label in ``DIR/<split>.txt``).
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    rng, num_frames = _video_rng(seed, split, index, min_frames, max_frames)
+    return moving_object_masks(rng, label, num_frames, size, style)
 
 
 def make_action_dataset(out_dir: str | os.PathLike, seed: int = 0, num_classes: int = 4,
@@ -233,13 +275,12 @@ def make_action_dataset(out_dir: str | os.PathLike, seed: int = 0, num_classes: 
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split_id, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
+    for split_id, (split, per_class) in enumerate(zip(_SPLITS, (train_per_class, val_per_class))):
         labels = np.repeat(np.arange(num_classes), per_class)
         np.random.default_rng([seed, split_id]).shuffle(labels)
         lines = []
         for i, label in enumerate(labels.tolist()):
-            rng = np.random.default_rng([seed, split_id, i])
-            num_frames = int(rng.integers(min_frames, max_frames + 1))
+            rng, num_frames = _video_rng(seed, split, i, min_frames, max_frames)
             name = f"videos/{split}_{i:05d}.mp4"
             write_h264(out / name, render_moving_object(rng, label, num_frames, size, style), fps=fps)
             lines.append(f"{name} {label}\n")

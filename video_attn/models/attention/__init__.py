@@ -3,6 +3,8 @@
 Gates (``create_attn``): SE, ECA, CBAM (and its channel / spatial halves), Shuffle Attention.
 3x3 conv replacements (``create_conv``), residual replacements (``create_residual``) and stage modules
 (``create_stage_module``) are registered in ``factory.CONVS``, ``RESIDUALS`` and ``STAGE_MODULES``.
+Every module exposes what it applies through an :class:`AttentionProbe` (``probe``), which
+``video_attn.models.attention_capture.AttentionRecorder`` records.
 """
 
 from video_attn.models.norm import GuardedBatchNorm2d
@@ -21,13 +23,16 @@ from .factory import (
     resolve_stage_kwargs,
     resolve_stage_names,
 )
+from .probe import PROBE_KINDS, AttentionProbe
 from .se import SqueezeExcite
 from .shuffle_attention import ShuffleAttention, auto_groups, channel_shuffle
 
 __all__ = [
+    "PROBE_KINDS",
     "CBAM",
     "CONVS",
     "ECA",
+    "AttentionProbe",
     "GATES",
     "RESIDUALS",
     "STAGE_MODULES",

@@ -12,6 +12,8 @@ from the paper text and from popular re-implementations:
   (``spatial_norm=False``);
 - the pooled spatial descriptor is ordered [max, mean] (``pool_order="avg_max"`` gives [mean, max], the
   order of timm's ``CbamModule``).
+Probes (:mod:`.probe`): each half's ``probe`` carries its gate, ``Mc`` (B, C, 1, 1) (``channel``) and ``Ms``
+(B, 1, H, W) (``spatial``), the tensors the input is multiplied by.
 With these defaults CBAM adds 2,532,592 parameters to ResNet-50. The MLP layers are 1x1 convs named
 ``fc1`` / ``fc2`` so weights exchange with timm's ``ChannelAttn``.
 """
@@ -25,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from video_attn.models.norm import GuardedBatchNorm2d
+
+from .probe import AttentionProbe
 
 
 class ChannelAttention(nn.Module):
@@ -50,6 +54,7 @@ class ChannelAttention(nn.Module):
         rd = rd_channels if rd_channels is not None else max(1, channels // reduction)
         self.fc1 = nn.Conv2d(channels, rd, 1, bias=mlp_bias, **factory)
         self.fc2 = nn.Conv2d(rd, channels, 1, bias=mlp_bias, **factory)
+        self.probe = AttentionProbe("channel")
 
     def mlp(self, z: torch.Tensor) -> torch.Tensor:
         """The shared MLP on a pooled (B, C, 1, 1) descriptor."""
@@ -58,7 +63,7 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # max pooling as the official code (one gradient index per channel), not amax
         mc = torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(F.adaptive_max_pool2d(x, 1)))
-        return x * mc
+        return x * self.probe(mc)
 
 
 class SpatialAttention(nn.Module):
@@ -97,12 +102,13 @@ class SpatialAttention(nn.Module):
             self.bn = GuardedBatchNorm2d(1, momentum=bn_momentum, **factory)
             if bn_zero_init:
                 nn.init.zeros_(self.bn.weight)
+        self.probe = AttentionProbe("spatial")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mx, avg = x.max(dim=1, keepdim=True).values, x.mean(dim=1, keepdim=True)
         pooled = torch.cat([mx, avg] if self.pool_order == "max_avg" else [avg, mx], dim=1)
         ms = torch.sigmoid(self.bn(self.conv(pooled)))
-        return x * ms
+        return x * self.probe(ms)
 
     def extra_repr(self) -> str:
         return f"pool_order={self.pool_order!r}"

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .probe import AttentionProbe
+
 
 def expert_conv2d(
     x: torch.Tensor,
@@ -129,6 +131,7 @@ class CondConv2d(MixedKernelConv2d):
     Shapes: ``(B, in_channels, H, W) -> (B, out_channels, H', W')``. ``includes_norm_act = False``.
     ``torch.compile``: works, but the grouped conv's group count depends on the batch size, so each new
     batch size recompiles (mark the batch dim dynamic or keep it fixed).
+    Probe (:mod:`.probe`): ``probe`` carries the routing weights (B, num_experts), kind ``branch``.
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class CondConv2d(MixedKernelConv2d):
             in_channels, out_channels, kernel_size, stride, dilation, groups, num_experts, bias, device, dtype
         )
         self.num_experts = num_experts
+        self.probe = AttentionProbe("branch")
         self.routing_fn = None
         if route_from_input:
             self.routing_fn = nn.Linear(in_channels, num_experts, device=device, dtype=dtype)
@@ -167,4 +171,4 @@ class CondConv2d(MixedKernelConv2d):
                 f"CondConv2d routing must have shape (B={x.shape[0]}, {self.num_experts}), "
                 f"got {tuple(routing.shape)}"
             )
-        return self.mixed_conv(x, routing)
+        return self.mixed_conv(x, self.probe(routing))

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .cond_conv import MixedKernelConv2d
+from .probe import AttentionProbe
 
 
 class DynamicConv2d(MixedKernelConv2d):
@@ -24,6 +25,7 @@ class DynamicConv2d(MixedKernelConv2d):
 
     Shapes: ``(B, in_channels, H, W) -> (B, out_channels, H', W')``. ``includes_norm_act = False``.
     ``torch.compile``: works; a new batch size recompiles (the grouped conv's group count depends on it).
+    Probe (:mod:`.probe`): ``probe`` carries the kernel attention ``pi`` (B, num_kernels), kind ``branch``.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class DynamicConv2d(MixedKernelConv2d):
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden_channels, num_kernels, device=device, dtype=dtype)
         self.register_buffer("temperature", torch.tensor(float(temperature), device=device))
+        self.probe = AttentionProbe("branch")
 
     def set_temperature(self, t: float) -> None:
         """Set the softmax temperature ``tau`` (> 0) used from the next forward on."""
@@ -71,7 +74,7 @@ class DynamicConv2d(MixedKernelConv2d):
         return pi.to(logits.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mixed_conv(x, self.attention(x))
+        return self.mixed_conv(x, self.probe(self.attention(x)))
 
     def extra_repr(self) -> str:
         return (

@@ -8,7 +8,8 @@ comes from its k neighbouring channels. ``k_size="adaptive"`` is the paper's eq.
 k = t if t is odd else t + 1 with t = int(|(log2 C + b) / gamma|), gamma = 2, b = 1, giving ResNet-50
 stages [5, 5, 5, 7] (+86 parameters). The released ECA-ResNet-50 checkpoint instead uses explicit per-stage
 k = [3, 5, 5, 7] (+80, the paper's figure): pass ``k_size=[3, 5, 5, 7]`` as a per-stage backbone kwarg.
-The conv is named ``conv`` so weights exchange with timm's ``EcaModule``.
+The conv is named ``conv`` so weights exchange with timm's ``EcaModule``. Probe (:mod:`.probe`): ``probe``
+carries ``s`` (B, C, 1, 1), kind ``channel``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import math
 
 import torch
 from torch import nn
+
+from .probe import AttentionProbe
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -50,12 +53,13 @@ class ECA(nn.Module):
             raise ValueError(f"ECA k_size must be 'adaptive' or a positive odd int, got {k_size!r}")
         self.k_size = k_size
         self.conv = nn.Conv1d(1, 1, k_size, padding=(k_size - 1) // 2, bias=False, device=device, dtype=dtype)
+        self.probe = AttentionProbe("channel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
         z = x.mean((2, 3)).view(b, 1, c)  # the channels become the 1-D conv's length axis
         s = torch.sigmoid(self.conv(z)).view(b, c, 1, 1)
-        return x * s
+        return x * self.probe(s)
 
     def extra_repr(self) -> str:
         return f"k_size={self.k_size}"

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .probe import AttentionProbe
+
 
 class GlobalSelfAttention(nn.Module):
     """GSA module: replaces a block's 3x3 conv with content attention + axial positional attention.
@@ -29,6 +31,8 @@ class GlobalSelfAttention(nn.Module):
     grouped convs have no GSA counterpart, so ``groups != 1`` is an error.
     ``includes_norm_act = False`` (the block's BN follows). Works with channels_last, bf16 autocast and
     ``torch.compile``.
+    Probe (:mod:`.probe`): ``probe`` carries the content branch's key attention ``softmax(K)`` over the
+    positions as maps (B, heads * dim_key, H, W) (each map sums to 1; head-major), kind ``spatial``.
 
     Args:
         heads: number of heads (8 in the paper); must divide ``out_channels``.
@@ -69,6 +73,7 @@ class GlobalSelfAttention(nn.Module):
         self.max_size = max_size
         self.stride = stride
         self.qkv = nn.Conv2d(in_channels, heads * (2 * self.dim_key + self.dim_value), 1, bias=False, **dd)
+        self.probe = AttentionProbe("spatial")
         if positional:
             num_offsets = 2 * max_size - 1
             self.rel_col = nn.Parameter(torch.randn(num_offsets, self.dim_key, **dd) * self.dim_key**-0.5)
@@ -92,7 +97,8 @@ class GlobalSelfAttention(nn.Module):
         nh, dk, dv = self.heads, self.dim_key, self.dim_value
         q, k, v = self.qkv(x).reshape(b, nh, 2 * dk + dv, h, w).split([dk, dk, dv], dim=2)
 
-        k = torch.softmax(k.reshape(b, nh, dk, h * w), dim=-1)
+        k = torch.softmax(k.reshape(b, nh * dk, h * w), dim=-1)
+        k = self.probe(k.reshape(b, nh * dk, h, w)).reshape(b, nh, dk, h * w)  # the probe sees maps
         context = torch.einsum("bndp,bnep->bnde", k, v.reshape(b, nh, dv, h * w))
         out = torch.einsum("bnde,bndp->bnep", context, q.reshape(b, nh, dk, h * w)).reshape(b, nh, dv, h, w)
 

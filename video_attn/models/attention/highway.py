@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .probe import AttentionProbe
+
 
 class Highway(nn.Module):
     """Replaces ``branch + identity`` in a residual block by the highway mix of the two.
@@ -22,6 +24,8 @@ class Highway(nn.Module):
     Unlike the standard residual add (``y = H + x``), the output is a convex mix of the two paths;
     the block's final ReLU still follows. Shapes: ``forward(branch, identity)``, both (B, C, H, W) ->
     (B, C, H, W). Works with channels_last, bf16 autocast and ``torch.compile``.
+    Probe (:mod:`.probe`): ``probe`` carries the transform gate ``T`` (B, C, H, W), the weight of the branch
+    against the identity, kind ``branch``.
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class Highway(nn.Module):
         self.gate = nn.Conv2d(channels, channels, kernel_size=1, bias=True, device=device, dtype=dtype)
         self.gate_bias = gate_bias
         self.zero_init = zero_init
+        self.probe = AttentionProbe("branch")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -50,5 +55,5 @@ class Highway(nn.Module):
         return torch.sigmoid(self.gate(identity))
 
     def forward(self, branch: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        t = self.transform_gate(identity)
+        t = self.probe(self.transform_gate(identity))
         return identity + t * (branch - identity)

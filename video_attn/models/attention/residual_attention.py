@@ -9,6 +9,8 @@ from torch import nn
 
 from video_attn.models.norm import GuardedBatchNorm2d
 
+from .probe import AttentionProbe
+
 
 class PreActBottleneckUnit(nn.Module):
     """Pre-activation bottleneck residual unit (He et al. 2016), the building block of the paper:
@@ -66,6 +68,7 @@ class ResidualAttention(nn.Module):
     unit, so pre / trunk / post units start as identities and ``H(x) = (1 + M(x)) * x`` with ``M`` in (0, 1):
     recommended when inserting the module into a pretrained backbone (the paper trains from scratch and has
     no such init, hence the default False). Works with channels_last, bf16 autocast and ``torch.compile``.
+    Probe (:mod:`.probe`): ``probe`` carries the soft mask ``M(x)`` (B, channels, H, W), kind ``spatial``.
 
     Args:
         channels: input / output channels.
@@ -115,6 +118,7 @@ class ResidualAttention(nn.Module):
             nn.Conv2d(channels, channels, 1, bias=False, **dd),
         )
         self.post = _units(num_pre, channels, **unit)
+        self.probe = AttentionProbe("spatial")
 
     def _upsample(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         if self.upsample_mode == "bilinear":
@@ -137,5 +141,5 @@ class ResidualAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pre(x)
-        out = (1 + self.mask(x)) * self.trunk(x)
+        out = (1 + self.probe(self.mask(x))) * self.trunk(x)
         return self.post(out)

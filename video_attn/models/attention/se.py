@@ -5,7 +5,8 @@
 Input / output (B, C, H, W). Defaults follow the official Caffe release: reduction r = 16 with
 ``C // r`` hidden units (timm rounds to a multiple of 8, the official code does not) and both FCs WITH bias,
 which adds 2,530,992 parameters to ResNet-50. The FCs are 1x1 convs named ``fc1`` / ``fc2`` so weights
-exchange directly with timm's ``SEModule``.
+exchange directly with timm's ``SEModule``. Probe (:mod:`.probe`): ``probe`` carries ``s`` (B, C, 1, 1), kind
+``channel``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .probe import AttentionProbe
 
 
 class SqueezeExcite(nn.Module):
@@ -39,8 +42,9 @@ class SqueezeExcite(nn.Module):
         rd = rd_channels if rd_channels is not None else max(1, channels // reduction)
         self.fc1 = nn.Conv2d(channels, rd, 1, bias=bias, **factory)
         self.fc2 = nn.Conv2d(rd, channels, 1, bias=bias, **factory)
+        self.probe = AttentionProbe("channel")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.mean((2, 3), keepdim=True)
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(z))))
-        return x * s
+        return x * self.probe(s)

@@ -10,6 +10,8 @@ from torch import nn
 
 from video_attn.models.norm import GuardedBatchNorm2d
 
+from .probe import AttentionProbe
+
 
 def _conv_bn_act(
     in_channels: int,
@@ -85,6 +87,7 @@ class SelectiveKernel(nn.Module):
     input is not split across branches by default (timm's ``split_input=True``; available as an option).
     ``groups`` is used as given (the paper uses 32 on ResNeXt; the ResNet default is 1).
     Works with ``torch.compile``, channels_last and bf16 autocast.
+    Probe (:mod:`.probe`): ``probe`` carries the branch weights ``a`` (B, M, C, 1, 1), kind ``branch``.
 
     Args:
         in_channels / out_channels / kernel_size / stride / dilation / groups: as the replaced conv.
@@ -151,6 +154,7 @@ class SelectiveKernel(nn.Module):
         if attn_channels is None:
             attn_channels = max(out_channels // reduction, min_attn_channels)
         self.attn = SelectiveKernelAttn(out_channels, self.num_paths, attn_channels, **dd)
+        self.probe = AttentionProbe("branch")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.split_input:
@@ -159,4 +163,4 @@ class SelectiveKernel(nn.Module):
         else:
             branches = [path(x) for path in self.paths]
         u = torch.stack(branches, dim=1)
-        return (u * self.attn(u)).sum(dim=1)
+        return (u * self.probe(self.attn(u))).sum(dim=1)

@@ -12,12 +12,18 @@ halves are concatenated, the groups merged back to (B, C, H, W), and channels ar
 output channel 2j + i comes from channel i * C/2 + j. 3C/G parameters per layer: +708 on ResNet-50 with
 G = 64 (official). Input / output (B, C, H, W); requires C % 2G == 0 (``groups="auto"`` picks the largest
 valid G <= 64).
+
+Probes (:mod:`.probe`), the gates per sample in group-major order (channel ``g * C/2G + j`` is channel
+``j`` of group ``g``'s half): ``channel_probe`` (B, C/2, 1, 1), kind ``channel``; ``spatial_probe``
+(B, C/2, H, W), kind ``spatial``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .probe import AttentionProbe
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -69,6 +75,8 @@ class ShuffleAttention(nn.Module):
         self.sweight = nn.Parameter(torch.zeros(1, half, 1, 1, **factory))
         self.sbias = nn.Parameter(torch.ones(1, half, 1, 1, **factory))
         self.gn = nn.GroupNorm(half, half, eps=eps, **factory)
+        self.channel_probe = AttentionProbe("channel")
+        self.spatial_probe = AttentionProbe("spatial")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -76,8 +84,11 @@ class ShuffleAttention(nn.Module):
         x1, x2 = x.chunk(2, dim=1)
         # under autocast the float32 parameters (and GroupNorm, run in float32) would promote the output:
         # the gates take x's dtype, so SA keeps its input's dtype as the other gates do
-        x1 = x1 * torch.sigmoid(self.cweight * x1.mean((2, 3), keepdim=True) + self.cbias).to(x.dtype)
-        x2 = x2 * torch.sigmoid(self.sweight * self.gn(x2) + self.sbias).to(x.dtype)
+        cgate = torch.sigmoid(self.cweight * x1.mean((2, 3), keepdim=True) + self.cbias).to(x.dtype)
+        sgate = torch.sigmoid(self.sweight * self.gn(x2) + self.sbias).to(x.dtype)
+        # the probes see the gates per sample (B, C/2, ...), not per group-sample (B*G, C/2G, ...)
+        x1 = x1 * self.channel_probe(cgate.reshape(b, -1, 1, 1)).reshape(cgate.shape)
+        x2 = x2 * self.spatial_probe(sgate.reshape(b, -1, h, w)).reshape(sgate.shape)
         out = torch.cat([x1, x2], dim=1).reshape(b, c, h, w)
         return channel_shuffle(out, 2)
 

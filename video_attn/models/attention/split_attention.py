@@ -7,6 +7,8 @@ from torch import nn
 
 from video_attn.models.norm import GuardedBatchNorm2d
 
+from .probe import AttentionProbe
+
 
 class RadixSoftmax(nn.Module):
     """r-SoftMax of ResNeSt: softmax over the ``radix`` splits within each cardinal group;
@@ -44,6 +46,7 @@ class SplitAttn(nn.Module):
     Parameter names follow ``timm.layers.SplitAttn`` (conv, bn0, fc1, bn1, fc2), so its weights load here;
     timm rounds the attention width to a multiple of 8 (``make_divisible``), the official code does not.
     Works with ``torch.compile``, channels_last and bf16 autocast.
+    Probe (:mod:`.probe`): ``probe`` carries the split weights ``a`` (B, radix, C, 1, 1), kind ``branch``.
 
     Args:
         radix: number of splits R (2 in resnest50).
@@ -105,6 +108,7 @@ class SplitAttn(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(attn_channels, mid_channels, 1, groups=groups, **dd)
         self.rsoftmax = RadixSoftmax(radix, groups)
+        self.probe = AttentionProbe("branch")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.act0(self.bn0(self.conv(x)))
@@ -112,5 +116,5 @@ class SplitAttn(nn.Module):
         splits = u.reshape(b, self.radix, rc // self.radix, h, w)
         s = splits.sum(dim=1).mean(dim=(2, 3), keepdim=True)
         z = self.act1(self.bn1(self.fc1(s)))
-        attn = self.rsoftmax(self.fc2(z)).reshape(b, self.radix, rc // self.radix, 1, 1)
+        attn = self.probe(self.rsoftmax(self.fc2(z)).reshape(b, self.radix, rc // self.radix, 1, 1))
         return (splits * attn).sum(dim=1)

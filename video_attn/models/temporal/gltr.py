@@ -27,11 +27,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from video_attn.models.attention.probe import AttentionProbe
+
 
 class TemporalNonLocal(nn.Module):
     """1-D embedded-Gaussian non-local block as in the official GLTR code (TSA).
 
     Input and output ``(B, C, T)``. ``inter_channels`` defaults to ``C // 2``.
+    Probe (:mod:`video_attn.models.attention.probe`): ``probe`` carries the attention ``f`` (B, T, T), row
+    ``t`` the weights frame ``t`` gives every frame (rows sum to 1), kind ``temporal_attention``.
     """
 
     def __init__(self, channels: int, inter_channels: int | None = None) -> None:
@@ -46,12 +50,13 @@ class TemporalNonLocal(nn.Module):
         # zero BN affine: W(y) == 0 at init, so the block is the identity and training starts from DTP.
         nn.init.zeros_(self.W[1].weight)
         nn.init.zeros_(self.W[1].bias)
+        self.probe = AttentionProbe("temporal_attention")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g_x = self.g(x).transpose(1, 2)  # (B, T, C')
         theta_x = self.theta(x).transpose(1, 2)  # (B, T, C')
         phi_x = self.phi(x)  # (B, C', T)
-        attn = torch.softmax(torch.bmm(theta_x, phi_x), dim=-1)  # (B, T, T), rows sum to 1
+        attn = self.probe(torch.softmax(torch.bmm(theta_x, phi_x), dim=-1))  # (B, T, T), rows sum to 1
         y = torch.bmm(attn, g_x).transpose(1, 2)  # (B, C', T)
         return self.W(y) + x
 

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from video_attn.models.attention.probe import AttentionProbe
+
 __all__ = [
     "TAM",
     "ShiftedWeightedSumFunction",
@@ -208,6 +210,10 @@ class TAM(nn.Module):
     Shape:
         input (N*T, C, H, W) -> output (N*T, C, H, W); any memory format (the shifted sums keep
         channels_last).
+
+    Probes (:mod:`video_attn.models.attention.probe`): ``kernel_probe`` carries the global branch's kernels
+    ``w`` (N, C, K), kind ``temporal_kernel``; ``importance_probe`` the local branch's frame importance
+    ``imp`` (N, C, T), kind ``temporal_importance``; both fed to :func:`temporal_adaptive_aggregate`.
     """
 
     def __init__(
@@ -248,6 +254,8 @@ class TAM(nn.Module):
             nn.Conv1d(reduced, in_channels, kernel_size=1, bias=False),
             nn.Sigmoid(),
         )
+        self.kernel_probe = AttentionProbe("temporal_kernel")
+        self.importance_probe = AttentionProbe("temporal_importance")
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
@@ -262,8 +270,8 @@ class TAM(nn.Module):
         n = nt // t
         x5 = x.view(n, t, c, h, w)
         squeezed = x5.mean(dim=(3, 4)).transpose(1, 2)  # s: (N, C, T)
-        kernel = self.G(squeezed.reshape(n * c, t)).view(n, c, self.kernel_size)  # Eq. 3
-        importance = self.L(squeezed)  # Eq. 2, (N, C, T)
+        kernel = self.kernel_probe(self.G(squeezed.reshape(n * c, t)).view(n, c, self.kernel_size))  # Eq. 3
+        importance = self.importance_probe(self.L(squeezed))  # Eq. 2, (N, C, T)
         out = temporal_adaptive_aggregate(x5, kernel, importance, self.aggregation)  # Eq. 4
         return out.reshape(nt, c, h, w)
 

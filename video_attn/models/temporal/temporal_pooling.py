@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from video_attn.models.attention.probe import AttentionProbe
+
 
 class TemporalAvgPool(nn.Module):
     """Mean over time: ``(B, T, C) -> (B, C)``."""
@@ -50,7 +52,8 @@ class TemporalAttentionPool(nn.Module):
         normalize: ``"softmax"`` (official default) or ``"sigmoid"`` (sigmoid scores, L1-normalised over T).
 
     ``frame_features``: ``(N*T, C, h, w) -> (N*T, C + mid_channels)``; ``forward``: ``(B, T, C + mid_channels)
-    -> (B, C)``.
+    -> (B, C)``. Probe (:mod:`video_attn.models.attention.probe`): ``probe`` carries the frame weights (B, T),
+    kind ``temporal_attention``.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class TemporalAttentionPool(nn.Module):
         self.spatial_kernel = tuple(int(k) for k in spatial_kernel)
         self.attention_conv = nn.Conv2d(in_channels, mid_channels, self.spatial_kernel)
         self.attention_tconv = nn.Conv1d(mid_channels, 1, kernel_size=3, padding=1)
+        self.probe = AttentionProbe("temporal_attention")
 
     def frame_features(self, maps: torch.Tensor) -> torch.Tensor:
         """Per-frame ``[GAP(map), ReLU(spatial conv(map))]``: ``(N*T, C, h, w) -> (N*T, C + mid)``."""
@@ -91,7 +95,7 @@ class TemporalAttentionPool(nn.Module):
             weights = torch.softmax(scores, dim=1)
         else:
             weights = F.normalize(torch.sigmoid(scores), p=1, dim=1)
-        return (feats * weights.unsqueeze(-1)).sum(dim=1)
+        return (feats * self.probe(weights).unsqueeze(-1)).sum(dim=1)
 
 
 class RecurrentPool(nn.Module):
