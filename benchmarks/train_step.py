@@ -127,9 +127,12 @@ def run(
     times: list[tuple[float, float]] = []
 
     class Record(HookBase):
+        name = "record_step_times"
+
         def after_step(self) -> None:
             if self.trainer.iter > warmup:
-                times.append((self.trainer.last_data_time, self.trainer.last_step_time))
+                step = self.trainer.last_step
+                times.append((step.data_time, step.step_time))
 
     trainer.register_hooks([Record()])
     start = time.perf_counter()

@@ -79,7 +79,7 @@ def test_unreadable_files_raise_decode_error_naming_the_path(video_dir, name, re
 
 
 def test_unknown_backend(video_dir):
-    with pytest.raises(ValueError, match="decord, pyav, frames"):
+    with pytest.raises(ValueError, match="decord, pyav, torchcodec, frames"):
         open_video(video_dir / "good.mp4", backend="opencv")
 
 

@@ -49,6 +49,7 @@ def test_action_train_writes_outputs_and_eval_reproduces_validation(trained_acti
     assert any(p.name.startswith("events.out.tfevents") for p in (work / "tb").iterdir())
     log = (work / "train.log").read_text()
     assert "epoch 1/1 done" in log and "failed/replaced samples 0" in log
+    assert "CPU threads for torch ops: " in log  # the thread choice is logged
     saved = json.loads((work / "metrics.json").read_text())
     assert saved["epoch"] == 1 and saved["best_metric"] == "top1"
     ckpt = load_checkpoint(work / "checkpoints" / "last.pt")
@@ -120,14 +121,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(synthetic_action, tmp_pa
     overrides = {
         "train": {"epochs": 2, "checkpoint_every_iters": 1, "eval_every_epochs": 5},
         "data": {"num_workers": 1},
+        "num_threads": 1,  # the same arithmetic in this process and in the subprocesses
     }
-    # Reference: uninterrupted, in this process with the subprocesses' single BLAS thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(action_config(synthetic_action, tmp_path / "ref", **overrides))
-    finally:
-        torch.set_num_threads(threads)
+    # Reference: uninterrupted, in this process.
+    train(action_config(synthetic_action, tmp_path / "ref", **overrides))
     reference = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")["model"]
 
     work = tmp_path / "killed"

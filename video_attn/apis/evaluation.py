@@ -12,6 +12,7 @@ import numpy as np
 from video_attn.config.schema import Config
 from video_attn.engine import distributed as du
 from video_attn.engine.checkpoint import atomic_write, load_checkpoint, write_json_atomic
+from video_attn.engine.cpu_threads import restores_cpu_threads
 from video_attn.tasks import build_task
 
 from .runtime import amp_dtype_for, config_for_checkpoint, model_from_checkpoint, setup_run
@@ -19,6 +20,7 @@ from .runtime import amp_dtype_for, config_for_checkpoint, model_from_checkpoint
 logger = logging.getLogger(__name__)
 
 
+@restores_cpu_threads
 def evaluate(
     cfg: Config, checkpoint: str | Path, split: str | None = None, out: str | Path | None = None
 ) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def evaluate(
     return metrics
 
 
+@restores_cpu_threads
 def extract_features(
     cfg: Config, checkpoint: str | Path, split: str, out: str | Path | None
 ) -> dict[str, np.ndarray]:

@@ -165,7 +165,8 @@ def _action_pipeline(cfg: Config) -> tuple[FrameSampler, ClipTransform]:
 def _open_video(cfg: Config, video: Video) -> VideoReader:
     if isinstance(video, np.ndarray):
         return ArrayReader(video)
-    return open_video(video, backend=cfg.data.backend, frame_template=cfg.data.frame_template)
+    return open_video(video, backend=cfg.data.backend, frame_template=cfg.data.frame_template,
+                      device=cfg.data.decode_device)
 
 
 def load_video_clip(cfg: Config, video: Video) -> Tensor:

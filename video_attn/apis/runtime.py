@@ -15,6 +15,7 @@ from video_attn.config.loader import config_from_dict
 from video_attn.config.schema import Config, ConfigError
 from video_attn.engine import distributed as du
 from video_attn.engine.checkpoint import CheckpointError, load_checkpoint, model_state_from_checkpoint
+from video_attn.engine.cpu_threads import set_num_threads
 from video_attn.engine.logger import setup_logging
 from video_attn.models import build_model
 
@@ -35,9 +36,11 @@ def init_process(cfg: Config) -> tuple[torch.device, du.DistInfo]:
 
 
 def setup_run(cfg: Config, log_name: str | None) -> tuple[torch.device, du.DistInfo]:
-    """:func:`init_process`, then logging (to ``<work_dir>/<log_name>`` too, when given)."""
+    """:func:`init_process`, then logging (to ``<work_dir>/<log_name>`` too, when given), then torch's CPU
+    thread count (:func:`~video_attn.engine.cpu_threads.set_num_threads`)."""
     device, info = init_process(cfg)
     setup_logging(Path(cfg.work_dir) / log_name if log_name else None, info.rank)
+    set_num_threads(cfg.num_threads, cfg.data.num_workers)
     return device, info
 
 

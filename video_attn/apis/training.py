@@ -13,6 +13,7 @@ from torch import nn
 
 from video_attn.config.schema import Config
 from video_attn.engine.checkpoint import CheckpointError, load_checkpoint
+from video_attn.engine.cpu_threads import restores_cpu_threads, set_num_threads
 from video_attn.engine.finetune import FreezeHook, freeze_parts, init_from_checkpoint
 from video_attn.engine.hooks import EvalHook, PeriodicCheckpointer, TemperatureHook
 from video_attn.engine.logger import make_tb_writer, setup_logging
@@ -26,6 +27,7 @@ from .runtime import amp_dtype_for, build_model_on, init_process, prepare_work_d
 logger = logging.getLogger(__name__)
 
 
+@restores_cpu_threads
 def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Train per ``cfg`` (validating every ``train.eval_every_epochs``); returns the last validation metrics.
 
@@ -36,7 +38,8 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[st
     (``model.init_from``, ``train.freeze``): :mod:`video_attn.engine.finetune`. Works single-process or
     under ``torchrun``; bad input raises ``ValueError`` / ``CheckpointError`` before training starts.
     An unset ``model.num_classes`` is taken from the training set; the checkpoints' config holds the value
-    (``cfg`` itself is left as given).
+    (``cfg`` itself is left as given). torch's CPU thread count is set for the run (``num_threads``;
+    :mod:`video_attn.engine.cpu_threads`) and the caller's restored when it returns.
     """
     cfg = copy.deepcopy(cfg)
     task = build_task(cfg)
@@ -48,6 +51,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict[st
     # before the log file is opened: a fresh run must not write into an earlier run's outputs
     removed = prepare_work_dir(work_dir, resume, overwrite)
     setup_logging(work_dir / "train.log", info.rank, append=resume)
+    set_num_threads(cfg.num_threads, cfg.data.num_workers)
     if removed:
         logger.info("--overwrite: deleted the outputs of the earlier run (%s)", ", ".join(removed))
     logger.info(

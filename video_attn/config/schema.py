@@ -143,7 +143,12 @@ class DataConfig(Section):
     # video_attn.data.datasets.action_build; ReID: REID_FORMATS of reid_build); checked by video_attn.tasks
     format: str = "video_list"
     root: str = "data"
-    backend: Literal["decord", "pyav"] = "decord"
+    # video decoder (video_attn.data.decoders.open_video); torchcodec needs pip install -e ".[torchcodec]" and
+    # FFmpeg's shared libraries (apt-get install ffmpeg)
+    backend: Literal["decord", "pyav", "torchcodec"] = "decord"
+    # where torchcodec decodes: cuda uses the GPU's decoder (NVDEC); needs backend=torchcodec and
+    # num_workers=0 (CUDA cannot start in forked DataLoader workers). Never chosen from the run's device.
+    decode_device: Literal["cpu", "cuda"] = "cpu"
     frame_template: str = "img_{:05d}.jpg"  # frame_list: name of frame i (1-based)
     num_workers: int = 4
     pin_memory: bool = True
@@ -180,6 +185,15 @@ class DataConfig(Section):
             raise ConfigError(
                 f"{prefix}.flip_label_map and {prefix}.flip_pairs_file are both set; keep one source of the "
                 "flip pairs"
+            )
+        if self.decode_device == "cuda" and self.backend != "torchcodec":
+            raise ConfigError(
+                f"{prefix}.decode_device=cuda needs {prefix}.backend=torchcodec, got {self.backend}"
+            )
+        if self.decode_device == "cuda" and self.num_workers > 0:
+            raise ConfigError(
+                f"{prefix}.decode_device=cuda needs {prefix}.num_workers=0 (CUDA cannot start in forked "
+                f"DataLoader workers), got {self.num_workers}"
             )
 
 
@@ -280,6 +294,9 @@ class Config(Section):
     work_dir: str = "work_dirs/default"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # threads of torch's CPU ops per training / evaluation process; 0: the cores the process may use, shared
+    # among torchrun processes, minus data.num_workers, at least 1 (video_attn.engine.cpu_threads)
+    num_threads: int = 0
     # "action" or "reid"; None: the task of data.format. Checked by video_attn.tasks.build_task against
     # data.format and model.arch.
     task: str | None = None
@@ -287,3 +304,9 @@ class Config(Section):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self, prefix: str) -> None:
+        if self.num_threads < 0:
+            raise ConfigError(
+                f"num_threads must be >= 0 (0: from the cores and data workers), got {self.num_threads}"
+            )

@@ -25,8 +25,8 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = ["CenterCrop", "ClipTransform", "MultiScaleCrop", "Normalize", "RandomErasing",
-           "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ResizeShortSide", "SubtractClipMean", "TenCrop",
-           "ThreeCrop",
+           "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ResizeShortSide", "SubtractClipMean",
+           "TenCrop", "ThreeCrop",
            "build_clip_transform", "frames_to_tensor", "symmetric_label_map"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -363,8 +363,8 @@ def build_clip_transform(data_cfg: Any, split_cfg: Any, train: bool,
         three (test): resize short side to scale_size, three scale_size x scale_size crops; ten (test):
         resize short side to scale_size, ten input_size crops; resize: whole frame to input_size (ReID).
     In training a horizontal flip (``data.flip``, with the label map) and random erasing
-    (``data.random_erasing`` > 0) follow the crop; normalisation (then the clip-mean subtraction, in every split
-    when ``data.subtract_clip_mean``) is always last but for erasing.
+    (``data.random_erasing`` > 0) follow the crop; normalisation (then the clip-mean subtraction, in every
+    split when ``data.subtract_clip_mean``) is always last but for erasing.
     """
     size = _pair(list(data_cfg.input_size))
     crop = split_cfg.crop

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..clips import read_views
-from ..decoders import open_video
+from ..decoders import DecodeError, open_video, torchcodec_unavailable_reason
 
 __all__ = ["ActionDataset", "AnnotationReport", "VideoRecord", "read_class_names", "read_lines"]
 
@@ -59,6 +59,10 @@ class AnnotationReport:
     @property
     def num_dropped(self) -> int:
         return sum(len(v) for v in self.problems.values())
+
+    def dropped_rows(self) -> list[tuple[str, str]]:
+        """``(kind, "file:line: detail")`` of every dropped row, grouped by kind."""
+        return [(kind, item) for kind, items in self.problems.items() for item in items]
 
     def summary(self, examples: int = 3) -> str:
         parts = []
@@ -144,6 +148,7 @@ class ActionDataset(Dataset):
             (video_attn.data.frame_sampling).
         transform: ``transform(frames, label, rng) -> (Tensor, label)`` (video_attn.data.transforms).
         backend: decoder for video files (frame folders always use the frame reader).
+        decode_device: ``"cpu"``, or ``"cuda"`` with the torchcodec backend (main process only).
         replace_failed: training behaviour for undecodable videos (see module docstring).
         max_retries: replacements tried before giving up.
         seed: seed of the generator of plain indexing ``ds[i]`` (loaders hand :meth:`load` their own).
@@ -152,11 +157,16 @@ class ActionDataset(Dataset):
 
     def __init__(self, records: list[VideoRecord], sampler: Any, transform: Any, backend: str = "decord",
                  replace_failed: bool = True, max_retries: int = 10, seed: int = 0,
-                 frame_template: str = "img_{:05d}.jpg") -> None:
+                 frame_template: str = "img_{:05d}.jpg", decode_device: str = "cpu") -> None:
+        unavailable = torchcodec_unavailable_reason(decode_device) if backend == "torchcodec" else None
+        if unavailable is not None:
+            # fail now: every video would otherwise be logged as undecodable and replaced (or zeroed)
+            raise DecodeError(f"data.backend=torchcodec: {unavailable}")
         self.records = records
         self.sampler = sampler
         self.transform = transform
         self.backend = backend
+        self.decode_device = decode_device
         self.replace_failed = replace_failed
         self.max_retries = max_retries
         self.seed = seed
@@ -179,7 +189,7 @@ class ActionDataset(Dataset):
         record = self.records[row]
         backend = "frames" if record.num_frames is not None else self.backend
         with open_video(record.path, backend=backend, frame_template=self.frame_template,
-                        num_frames=record.num_frames) as reader:
+                        num_frames=record.num_frames, device=self.decode_device) as reader:
             clip, label = read_views(reader, self.sampler, self.transform, record.label, rng)
         return clip, int(label)
 

@@ -183,5 +183,5 @@ def build_action_dataset(cfg: Any, split: str, *, num_classes: int | None) -> Ac
     transform = build_clip_transform(data, split_cfg, train, flip_label_map=flip_label_map(data))
     common = dict(sampler=sampler, transform=transform, num_classes=num_classes, strict=data.strict,
                   backend=data.backend, replace_failed=train, max_retries=data.max_decode_retries,
-                  seed=cfg.seed, frame_template=data.frame_template)
+                  seed=cfg.seed, frame_template=data.frame_template, decode_device=data.decode_device)
     return ACTION_DATASETS[data.format](ann_file, data, split, common)

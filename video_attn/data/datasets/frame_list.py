@@ -14,10 +14,11 @@ __all__ = ["FrameListDataset", "read_frame_list"]
 
 
 def read_frame_list(ann_file: str, root: str = "", num_classes: int | None = None,
-                    strict: bool = False) -> list[VideoRecord]:
+                    strict: bool = False, report: AnnotationReport | None = None) -> list[VideoRecord]:
     """Parse a frame-folder list; malformed lines, missing folders, non-positive frame counts and labels
-    outside ``[0, num_classes)`` are dropped and reported with ``file:line`` (``strict`` raises instead)."""
-    report = AnnotationReport(ann_file)
+    outside ``[0, num_classes)`` are dropped and reported with ``file:line`` (``strict`` raises instead).
+    ``report``: collects the dropped rows for the caller."""
+    report = report or AnnotationReport(ann_file)
     records = []
     for line_no, line in read_lines(ann_file):
         report.num_rows += 1

@@ -59,14 +59,15 @@ def find_kinetics_video(root: str, split_dir: str, label: str, name: str) -> str
 
 def read_kinetics_csv(ann_file: str, root: str, class_names: list[str] | None = None,
                       num_classes: int | None = None, video_dir: str | None = None,
-                      strict: bool = False) -> list[VideoRecord]:
-    """Parse an official Kinetics CSV into records (rows whose video is missing are dropped and counted)."""
+                      strict: bool = False, report: AnnotationReport | None = None) -> list[VideoRecord]:
+    """Parse an official Kinetics CSV into records (rows whose video is missing are dropped and counted;
+    ``report``: collects the dropped rows for the caller)."""
     header, rows = _read_csv(ann_file)
     if class_names is None:
         class_names = kinetics_class_names(ann_file)
     index = {name: i for i, name in enumerate(class_names)}
     col = {name: header.index(name) for name in header}
-    report = AnnotationReport(ann_file)
+    report = report or AnnotationReport(ann_file)
     records = []
     split_dirs: dict[str, str] = {}
     for line_no, row in rows:

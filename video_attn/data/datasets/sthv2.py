@@ -56,12 +56,14 @@ def template_to_class(template: str) -> str:
 
 
 def read_sthv2_json(ann_file: str, root: str, labels: dict[str, int], num_classes: int | None = None,
-                    video_ext: str = ".webm", strict: bool = False) -> list[VideoRecord]:
-    """Parse an official SSv2 split JSON; bad items are reported as ``file:item<i>`` and dropped."""
+                    video_ext: str = ".webm", strict: bool = False, report: AnnotationReport | None = None
+                    ) -> list[VideoRecord]:
+    """Parse an official SSv2 split JSON; bad items are reported as ``file:item<i>`` and dropped
+    (``report``: collects them for the caller)."""
     items = _load_json(ann_file)
     if not isinstance(items, list):
         raise ValueError(f"{ann_file}: expected a JSON list of videos")
-    report = AnnotationReport(ann_file)
+    report = report or AnnotationReport(ann_file)
     records = []
     for i, item in enumerate(items):
         report.num_rows += 1

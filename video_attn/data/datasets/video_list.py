@@ -27,10 +27,11 @@ def check_video_file(path: str, where: str, report: AnnotationReport) -> bool:
 
 
 def read_video_list(ann_file: str, root: str = "", num_classes: int | None = None,
-                    strict: bool = False) -> list[VideoRecord]:
+                    strict: bool = False, report: AnnotationReport | None = None) -> list[VideoRecord]:
     """Parse a video list; malformed lines, missing or empty files and labels outside
-    ``[0, num_classes)`` are dropped and reported with ``file:line`` (``strict`` raises instead)."""
-    report = AnnotationReport(ann_file)
+    ``[0, num_classes)`` are dropped and reported with ``file:line`` (``strict`` raises instead).
+    ``report``: collects the dropped rows for the caller (e.g. ``tools/check_videos.py``)."""
+    report = report or AnnotationReport(ann_file)
     records = []
     for line_no, line in read_lines(ann_file):
         report.num_rows += 1
