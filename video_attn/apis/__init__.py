@@ -8,7 +8,7 @@ work starts; the tools turn them into one-line messages.
 """
 
 from .evaluation import evaluate, extract_features, write_feature_file
-from .export import ExportError, ExportResult, export_checkpoint, export_model, exportable_copy
+from .export import ExportError, ExportResult, export_checkpoint, export_model, exportable_copy, onnx_session
 from .inference import (
     WindowPrediction,
     embed_many,
@@ -44,6 +44,7 @@ __all__ = [
     "load_model",
     "load_model_for_eval",
     "load_video_clip",
+    "onnx_session",
     "predict_long_video",
     "predict_video",
     "train",

@@ -62,6 +62,7 @@ __all__ = [
     "export_input_shape",
     "export_model",
     "exportable_copy",
+    "onnx_session",
 ]
 
 logger = logging.getLogger(__name__)
@@ -256,19 +257,25 @@ def _export_torchscript(model: nn.Module, example: Tensor, path: str) -> None:
             raise _export_error("torchscript", model, None, _first_line(exc)) from exc
 
 
+def onnx_session(path: str | os.PathLike, num_threads: int | None = None,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> Any:
+    """An onnxruntime ``InferenceSession`` of an exported file: ``num_threads`` intra-op threads (default:
+    torch's), on ``providers`` (e.g. ``("CUDAExecutionProvider",)``). Run it with
+    ``session.run(None, {"clips": clips_numpy})``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError('an ONNX file runs with onnxruntime: pip install "video_attn[export]"') from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads() if num_threads is None else num_threads
+    options.log_severity_level = 3  # errors only: not the optimiser's notes on nodes it leaves alone
+    return ort.InferenceSession(os.fspath(path), options, providers=list(providers))
+
+
 def _run_exported(path: str, fmt: str, clip: Tensor) -> Tensor:
     """The output of the exported file on ``clip`` (CPU)."""
     if fmt == "onnx":
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ExportError(
-                'checking an ONNX export needs onnxruntime: pip install "video_attn[export]"'
-            ) from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.log_severity_level = 3  # errors only: not the optimiser's notes on nodes it leaves alone
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path)
         (output,) = session.run(None, {session.get_inputs()[0].name: clip.numpy()})
         return torch.from_numpy(output)
     with warnings.catch_warnings():
