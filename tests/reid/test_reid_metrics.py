@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import video_attn.evaluation.reid as reid_module
 from video_attn.evaluation.reid import evaluate_features, evaluate_rank, pairwise_distance
 
 
@@ -263,3 +264,105 @@ def test_mars_query_counts_under_both_protocols(reid_helpers):
     assert keep.sum() == 9330
     torchreid = evaluate_features(qf, feats[keep], pids[query_idx], pids[keep], cams[query_idx], cams[keep])
     assert (torchreid["num_valid_queries"], torchreid["num_skipped_queries"]) == (1840, 140)
+
+
+# ------------------------------------------------------------- both ranking paths, blocks, devices, inputs
+@pytest.mark.parametrize("protocol", ["torchreid", "mars_official"])
+@pytest.mark.parametrize("dense_fraction", [0.0, 2.0], ids=["dense", "sparse"])
+def test_both_ranking_paths_equal_reference(protocol, dense_fraction, monkeypatch):
+    # _DENSE_FRACTION 0: every block takes the batched-search path; 2: every block lists its candidates
+    monkeypatch.setattr(reid_module, "_DENSE_FRACTION", dense_fraction)
+    rng = np.random.default_rng(21)
+    for trial in range(6):
+        qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 30, 200, 5, quantized=trial % 2 == 1)
+        qp[0] = 99  # a query without any match (skipped / counted as AP 0 by the protocol)
+        distmat = pairwise_distance(qf, gf).numpy()
+        if trial >= 4:
+            distmat = -distmat  # negative distances
+        expected = reference_rank(distmat, qp, gp, qc, gc, max_rank=15, protocol=protocol)
+        for dm in (distmat, distmat.astype(np.float64)):
+            got = evaluate_rank(dm, qp, gp, qc, gc, 15, protocol, chunk_size=int(rng.integers(1, 31)))
+            assert_same(got, expected)
+
+
+@pytest.mark.parametrize("protocol", ["torchreid", "mars_official"])
+def test_weak_model_takes_the_dense_path_with_the_same_numbers(protocol, monkeypatch):
+    # features without identity signal: most items lie before each query's last good match
+    calls = []
+    dense = reid_module._dense_buckets
+    monkeypatch.setattr(reid_module, "_dense_buckets", lambda *a: calls.append(1) or dense(*a))
+    rng = np.random.default_rng(5)
+    qp, gp = rng.integers(1, 6, 40), rng.integers(-1, 6, 500)
+    qc, gc = rng.integers(0, 3, 40), rng.integers(0, 3, 500)
+    distmat = rng.standard_normal((40, 500)).astype(np.float32)
+    expected = reference_rank(distmat, qp, gp, qc, gc, protocol=protocol)
+    assert_same(evaluate_rank(distmat, qp, gp, qc, gc, protocol=protocol), expected)
+    assert calls
+
+
+def test_block_size_does_not_change_results():
+    rng = np.random.default_rng(9)
+    qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 37, 250, 8, quantized=True)
+    distmat = pairwise_distance(qf, gf, normalize=True)
+    for protocol in ("torchreid", "mars_official"):
+        base = evaluate_rank(distmat, qp, gp, qc, gc, protocol=protocol)
+        for chunk in (1, 2, 5, 13, 36, 37, 100):
+            assert_same(evaluate_rank(distmat, qp, gp, qc, gc, protocol=protocol, chunk_size=chunk), base)
+            got = evaluate_features(qf, gf, qp, gp, qc, gc, protocol=protocol, chunk_size=chunk)
+            assert_same(got, base)
+
+
+def test_numpy_and_tensor_inputs_and_device_argument_give_identical_results():
+    rng = np.random.default_rng(4)
+    qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 30, 180, 8)
+    distmat = pairwise_distance(qf, gf, normalize=True)
+    ids = [torch.from_numpy(a) for a in (qp, gp, qc, gc)]
+    for protocol in ("torchreid", "mars_official"):
+        runs = [
+            evaluate_rank(distmat.numpy(), qp, gp, qc, gc, protocol=protocol),
+            evaluate_rank(distmat, *ids, protocol=protocol),
+            evaluate_rank(distmat.numpy(), qp, gp, qc, gc, protocol=protocol, device="cpu"),
+            evaluate_rank(distmat, *ids, protocol=protocol, device=torch.device("cpu")),
+            evaluate_features(qf.numpy(), gf.numpy(), qp, gp, qc, gc, protocol=protocol),
+            evaluate_features(qf, gf, *ids, protocol=protocol, device="cpu"),
+        ]
+        for r in runs[1:]:
+            assert (r["mAP"], r["mINP"], r["num_valid_queries"]) == (
+                runs[0]["mAP"],
+                runs[0]["mINP"],
+                runs[0]["num_valid_queries"],
+            )
+            np.testing.assert_array_equal(r["cmc"], runs[0]["cmc"])
+
+
+def test_default_device_is_where_the_input_lives():
+    # no GPU needed: a tensor on the "meta" device shows that the default follows the tensor
+    assert reid_module._resolve_device(None, torch.empty(2, 3, device="meta")).type == "meta"
+    assert reid_module._resolve_device(None, np.zeros((2, 3))).type == "cpu"
+    assert reid_module._resolve_device("cpu", torch.empty(2, 3, device="meta")).type == "cpu"
+
+
+def test_block_sizes_follow_the_cache_budget():
+    cpu = torch.device("cpu")
+    assert reid_module._cache_bytes() > 0
+    rank, product = reid_module._block_rows(None, 1980, 12180, cpu)
+    expected = reid_module._cache_bytes() // (reid_module._RANK_BYTES_PER_ELEMENT * 12180)
+    assert rank == min(1980, max(1, expected))
+    assert product % rank == 0 or product == 1980
+    # the ordering keys cap the rows of a block: rows * 2^32 * gallery < 2^63
+    rank, _ = reid_module._block_rows(10**6, 10**6, 5000, cpu)
+    assert rank * 5000 < 2**31
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_numbers():
+    rng = np.random.default_rng(2)
+    # small integer features: the products are exact on both devices, so the rankings are identical
+    qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 50, 400, 8, quantized=True)
+    for protocol in ("torchreid", "mars_official"):
+        cpu = evaluate_features(qf, gf, qp, gp, qc, gc, normalize=False, protocol=protocol)
+        gpu = evaluate_features(qf.cuda(), gf.cuda(), qp, gp, qc, gc, normalize=False, protocol=protocol)
+        assert_same(gpu, cpu)
+        distmat = pairwise_distance(qf, gf)
+        on_gpu = evaluate_rank(distmat.cuda(), qp, gp, qc, gc, protocol=protocol, chunk_size=7)
+        assert_same(on_gpu, evaluate_rank(distmat, qp, gp, qc, gc, protocol=protocol))

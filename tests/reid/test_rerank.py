@@ -118,3 +118,14 @@ def test_faiss_neighbours_match_exact(metric):
     np.testing.assert_allclose(approx, exact, atol=1e-4)
     with pytest.raises(ValueError, match="unit-norm"):
         re_ranking_features(qf, gf, k1=8, normalize=False, knn="faiss")
+
+
+def test_features_path_pair_pieces_do_not_change_the_result(monkeypatch):
+    # pair distances are gathered in pieces bounded in bytes (not in pairs): tiny pieces, same numbers
+    import video_attn.evaluation.rerank as rerank_module
+
+    rng = np.random.default_rng(3)
+    qf, gf, _, _ = identity_features(rng, 10, 40)
+    expected = re_ranking_features(qf, gf, k1=6, k2=3)
+    monkeypatch.setattr(rerank_module, "_PAIR_FEATURE_BYTES", 4 * qf.shape[1] * 7)  # 7 pairs a piece
+    np.testing.assert_array_equal(re_ranking_features(qf, gf, k1=6, k2=3), expected)

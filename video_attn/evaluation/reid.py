@@ -27,18 +27,25 @@ so every result equals the one a per-query *stable* argsort gives (MATLAB ``sort
 same rule holds in :func:`evaluate_rank` and :func:`evaluate_features`.
 
 Implementation: no Q x G sort and no Q x G integer matrix. The AP, CMC and INP of a query only need the
-ranks of its good items, and those only depend on the valid (non-junk) items that are not farther than
-the query's last good item. Per chunk of queries the distance block is one matrix product (augmented
-rows carry the norm terms), compared once against each query's threshold; the items that pass (about 0.5%
-for a model at 75% mAP) get exact int64 keys ordering (query, distance, gallery index), and one
-searchsorted against the queries' sorted good keys plus a histogram gives every good item's rank.
-Memory: one (chunk x G) float block (128 MB by default) besides the features; any Q and G.
+ranks of its good items: the rank of its k-th good item is k plus the valid negatives ranked before it.
+Queries go in blocks; per block the distances are one matrix product (augmented rows carry the norm
+terms), the good items of each query are sorted (they are few), and every negative that can precede one
+is given its *bucket* (how many of its query's good items rank before it); a histogram of the buckets
+gives every good item's rank. Two ways to find the buckets, chosen per block by the data (the same numbers
+either way): when few negatives lie before a query's last good item (a trained model: ~0.5% of the
+block at 80% mAP), those are listed and ordered by exact int64 keys (query, distance, gallery index);
+when many do (a weak or untrained model), one batched ``searchsorted`` of each row against its sorted
+good distances, with exact keys only for the rare exact ties. Work happens where the inputs live (CPU or
+CUDA tensors), in blocks sized to the CPU's last-level cache (the ranking makes several passes over its
+block) or to the free GPU memory; besides the features, memory holds one distance block of the product
+(256 MiB on the CPU) and one ranking block's temporaries, for any Q and G.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -61,12 +68,23 @@ Protocol = Literal["torchreid", "mars_official"]
 Metric = Literal["euclidean", "cosine"]
 ArrayLike = np.ndarray | torch.Tensor | Sequence[int]
 
-# Elements of a (chunk x gallery) block processed at once: bounds the temporary memory of one chunk (a
-# float distance block, a bool mask, the candidate list: about 200 MB on the CPU). Large enough that the
-# fixed cost of the ~50 small tensor ops per chunk stays small next to the matrix product (MARS is one
-# chunk); measured slower with 8x smaller blocks on a loaded 2-core machine.
-_CPU_BLOCK_ELEMENTS = 1 << 25
-_GPU_BLOCK_ELEMENTS = 1 << 25
+# Block sizes. Ranking makes ~10 passes over its (B, G) block, so the block and its temporaries (bytes per
+# element below: distance 4, candidate mask 1, and in the dense path bucket 8, clamped bucket 8, gathered
+# distance 4, tie mask 1) should stay in the last-level cache: on the 2-core test machine (32 MiB L3) the
+# MARS ranking ran ~3x faster in ~100-row blocks than in one 1,980-row block (less memory traffic, and no
+# page faults: blocks under glibc's 32 MiB mmap threshold reuse heap memory).
+_RANK_BYTES_PER_ELEMENT = 26
+_FALLBACK_CACHE_BYTES = 8 << 20  # where sysfs does not tell the cache size
+# The query x gallery product re-reads the whole gallery for every block of queries, so its blocks are
+# larger: measured on 2 threads, 512-row blocks ran as fast as one product, 256 rows 1.3x and 64 rows
+# 2.3x slower. 256 MiB holds >= 512 rows up to 131k gallery items.
+_PRODUCT_BLOCK_BYTES = 256 << 20
+# A GPU block takes this fraction of the free device memory (kernel launches, not caches, set the cost).
+_GPU_MEMORY_FRACTION = 0.25
+# The sparse path costs per candidate (listing it, an exact ordering key, a search), the dense path per
+# block element (one batched search): measured on MARS, 2 threads, the dense path wins above ~20%
+# candidates (a weak model: 7% mAP had 13% candidates, random distances 88%).
+_DENSE_FRACTION = 0.25
 
 
 def pairwise_distance(
@@ -124,8 +142,11 @@ class GalleryDistance:
         self.normalize = normalize
         self.gallery_t = _augmented(gf, metric, normalize, gallery_side=True).t()
 
-    def __call__(self, qf: torch.Tensor) -> torch.Tensor:
-        return _augmented(qf, self.metric, self.normalize, gallery_side=False) @ self.gallery_t
+    def __call__(self, qf: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, G) distances of the rows of ``qf``, written into ``out`` (B, G) when given."""
+        return torch.matmul(
+            _augmented(qf, self.metric, self.normalize, gallery_side=False), self.gallery_t, out=out
+        )
 
 
 def _check_finite(x: torch.Tensor, name: str, offset: int = 0) -> None:
@@ -190,8 +211,10 @@ def _good_ranks(
 ) -> _ChunkRanks:
     """Ranks of the good items of a chunk of queries; ``dist`` (B, G) is overwritten (junk set to +inf).
 
-    Everything but one compare and one nonzero over the (B, G) block works on flat lists whose length is
-    the number of same-pid items or of candidates, never on padded (B, max count) tables.
+    The rank of a query's k-th good item is k plus the number of valid negatives ranked before it. Each
+    negative falls in one *bucket* of its query: bucket b lies between the b-th and (b+1)-th good item
+    (in ranking order). A histogram of the buckets, summed up to bucket k - 1, gives the negatives before
+    the k-th good item. So no row is sorted: only the query's few good items are.
     """
     num_q, num_g = dist.shape
     device = dist.device
@@ -204,37 +227,86 @@ def _good_ranks(
     good = _take(gallery.camids, gidx) != _take(q_camids, row)
     g_row, g_idx = row.masked_select(good), gidx.masked_select(good)
     g_dist = _take(dist.view(-1), flat_same.masked_select(good))
+    # the good items in ranking order: by (query, distance, gallery index)
+    order = torch.sort(_lexicographic_keys(g_row, g_dist, g_idx, num_g)).indices
+    g_row, g_idx, g_dist = _take(g_row, order), _take(g_idx, order), _take(g_dist, order)
     n_good = torch.bincount(g_row, minlength=num_q)
-    neg_inf = torch.tensor(float("-inf"), dtype=dist.dtype, device=device)
-    threshold = neg_inf.expand(num_q).clone().scatter_reduce_(0, g_row, g_dist, "amax")
+    good_offset = torch.cumsum(n_good, 0) - n_good
+    hit = torch.arange(g_row.numel(), device=device) - _take(good_offset, g_row) + 1
+    if g_row.numel() == 0:
+        return _ChunkRanks(g_row, hit, hit, n_good)
 
-    # Same-pid items (good ones and same-camera junk) and the protocol's global junk go to +inf, so the
-    # items not farther than the last good item are exactly the valid negatives that can precede a good one.
+    # Same-pid items (good ones and same-camera junk) and the protocol's global junk go to +inf: they are
+    # no negatives, and +inf puts them after every good item.
     dist.view(-1).index_fill_(0, flat_same, float("inf"))
     if gallery.junk_cols is not None and gallery.junk_cols.numel():
         dist.index_fill_(1, gallery.junk_cols, float("inf"))
-    c_row, c_col = torch.nonzero(dist <= threshold.unsqueeze(1), as_tuple=True)
-    c_dist = _take(dist.view(-1), c_row * num_g + c_col)
 
-    # Keys ordering (query, distance, gallery index): sorted good keys give each good item its place in its
-    # query's list; a searchsorted places every candidate among its query's good items.
+    # Only negatives not farther than a query's last good item can rank before one of its good items.
+    width = int(n_good.max()) + 1  # buckets per query
+    last = torch.where(n_good > 0, _take(g_dist, (good_offset + n_good - 1).clamp(min=0)), float("-inf"))
+    candidates = dist <= last.unsqueeze(1)
+    if int(torch.count_nonzero(candidates)) < _DENSE_FRACTION * candidates.numel():
+        c_row, c_col = torch.nonzero(candidates, as_tuple=True)
+        c_dist = _take(dist.view(-1), c_row * num_g + c_col)
+        before = _goods_before(g_row, g_dist, g_idx, good_offset, c_row, c_dist, c_col, num_g)
+        bucket = c_row * width + before
+    else:
+        bucket = _dense_buckets(dist, g_row, g_dist, g_idx, hit, n_good, good_offset, width)
+    hist = torch.bincount(bucket, minlength=num_q * width).view(num_q, width)
+    negatives_before = torch.cumsum(hist, 1).view(-1)
+    return _ChunkRanks(g_row, hit, hit + _take(negatives_before, g_row * width + hit - 1), n_good)
+
+
+def _goods_before(
+    g_row: torch.Tensor,
+    g_dist: torch.Tensor,
+    g_idx: torch.Tensor,
+    good_offset: torch.Tensor,
+    c_row: torch.Tensor,
+    c_dist: torch.Tensor,
+    c_col: torch.Tensor,
+    num_g: int,
+) -> torch.Tensor:
+    """Number of good items of its query ranked before each item (c_row, c_dist, c_col): exact, ties by
+    gallery index. The good items must be in ranking order (then their keys are sorted)."""
     keys = _lexicographic_keys(
         torch.cat([g_row, c_row]), torch.cat([g_dist, c_dist]), torch.cat([g_idx, c_col]), num_g
     )
-    good_keys, order = torch.sort(keys[: g_row.numel()])
-    g_row = _take(g_row, order)
-    good_offset = torch.cumsum(n_good, 0) - n_good
-    hit = torch.arange(g_row.numel(), device=device) - _take(good_offset, g_row) + 1
-    before = torch.searchsorted(good_keys, keys[g_row.numel() :]) - _take(good_offset, c_row)  # 0..n_good
-    # Histogram of `before` per query: query r owns the n_good[r] + 1 consecutive buckets starting at
-    # good_offset[r] + r. The negatives before the hit-th good item of r fill its buckets 0 .. hit - 1.
-    bucket_start = good_offset + torch.arange(num_q, device=device)
-    hist = torch.bincount(_take(bucket_start, c_row) + before, minlength=g_row.numel() + num_q)
-    cum = torch.cumsum(hist, 0)
-    g_bucket = _take(bucket_start, g_row)
-    upto = _take(cum, g_bucket + hit - 1)
-    below = torch.where(g_bucket > 0, _take(cum, (g_bucket - 1).clamp(min=0)), torch.zeros_like(upto))
-    return _ChunkRanks(g_row, hit, hit + upto - below, n_good)
+    return torch.searchsorted(keys[: g_row.numel()], keys[g_row.numel() :]) - _take(good_offset, c_row)
+
+
+def _dense_buckets(
+    dist: torch.Tensor,
+    g_row: torch.Tensor,
+    g_dist: torch.Tensor,
+    g_idx: torch.Tensor,
+    hit: torch.Tensor,
+    n_good: torch.Tensor,
+    good_offset: torch.Tensor,
+    width: int,
+) -> torch.Tensor:
+    """Flat bucket index (query * width + bucket) of every item of the block, for blocks where most items
+    are candidates (a weak model): one batched searchsorted of each row against its sorted good distances
+    costs less there than listing the candidates."""
+    num_q, num_g = dist.shape
+    table = dist.new_full((num_q, width - 1), float("inf"))
+    table.view(-1).index_copy_(0, g_row * (width - 1) + hit - 1, g_dist)
+    closer = torch.searchsorted(table, dist)  # good items strictly closer: +inf padding keeps it <= n_good
+    # An item at exactly a good item's distance ranks before it only when its gallery index is lower: such
+    # ties (rare) get their exact bucket from the ordering keys. A row without good items has a NaN table,
+    # which ties with nothing (its buckets count for nothing).
+    table.masked_fill_((n_good == 0).unsqueeze(1), float("nan"))
+    nearest_good = torch.minimum(closer, (n_good - 1).clamp(min=0).unsqueeze(1))
+    tied = torch.nonzero((table.gather(1, nearest_good) == dist).view(-1)).view(-1)
+    bucket = closer.add_(torch.arange(num_q, device=dist.device).unsqueeze(1) * width).view(-1)
+    if tied.numel():
+        t_row, t_col = tied // num_g, tied % num_g
+        before = _goods_before(
+            g_row, g_dist, g_idx, good_offset, t_row, _take(dist.view(-1), tied), t_col, num_g
+        )
+        bucket.index_copy_(0, tied, t_row * width + before)
+    return bucket
 
 
 def _lexicographic_keys(
@@ -349,17 +421,44 @@ def _prepare(
     return qp, qc, gallery
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _resolve_device(device: str | torch.device | None, data: object) -> torch.device:
+    """``device`` when given, else where ``data`` lives (a tensor's device; CPU for anything else)."""
+    if device is not None:
+        return torch.device(device)
+    return data.device if isinstance(data, torch.Tensor) else torch.device("cpu")
 
 
-def _chunk_rows(chunk_size: int | None, num_g: int, device: torch.device) -> int:
-    budget = _GPU_BLOCK_ELEMENTS if device.type == "cuda" else _CPU_BLOCK_ELEMENTS
-    chunk = chunk_size or max(1, budget // num_g)
-    # the ordering keys of _lexicographic_keys need chunk * 2^32 * num_g < 2^63
-    return max(1, min(chunk, ((1 << 31) - 1) // num_g))
+def _cache_bytes() -> int:
+    """Size of the CPU's largest cache level (sysfs); a fallback where it cannot be read."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = path.read_text().strip().upper()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * unit)
+    return max(sizes, default=_FALLBACK_CACHE_BYTES)
+
+
+def _block_rows(chunk_size: int | None, num_q: int, num_g: int, device: torch.device) -> tuple[int, int]:
+    """-> (queries per ranking block, queries per distance block); the second is a multiple of the first.
+
+    CPU: ranking blocks fit the last-level cache, distance blocks (query x gallery product) a 256 MiB
+    budget. GPU: both take a quarter of the free device memory. ``chunk_size`` overrides the ranking block.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        rank = int(free * _GPU_MEMORY_FRACTION) // (_RANK_BYTES_PER_ELEMENT * num_g)
+        product = rank  # one block for both
+    else:
+        rank = _cache_bytes() // (_RANK_BYTES_PER_ELEMENT * num_g)
+        product = _PRODUCT_BLOCK_BYTES // (4 * num_g)
+    # the ordering keys of _lexicographic_keys need rows * 2^32 * num_g < 2^63
+    rank = max(1, min(chunk_size or rank, num_q, ((1 << 31) - 1) // num_g))
+    return rank, min(num_q, max(1, product // rank) * rank)
 
 
 def evaluate_rank(
@@ -371,7 +470,7 @@ def evaluate_rank(
     max_rank: int = 50,
     protocol: Protocol = "torchreid",
     chunk_size: int | None = None,
-    device: str | torch.device | None = "cpu",
+    device: str | torch.device | None = None,
 ) -> dict:
     """mAP / CMC / mINP from a distance matrix ``distmat`` (Q, G), smaller = more similar.
 
@@ -379,24 +478,29 @@ def evaluate_rank(
     ``max_rank``, fractions), ``num_valid_queries`` (queries averaged over), ``num_skipped_queries``,
     ``num_queries``, ``num_queries_without_match``, ``protocol``. See the module docstring for the two
     protocols and the tie rule. Distances must be finite (NaN or inf raise ValueError naming the rows).
+
+    The work runs on ``device``; by default where ``distmat`` lives (a CUDA tensor: on that GPU; a numpy
+    array: on the CPU), in blocks of ``chunk_size`` queries (default: sized to the CPU cache or to the
+    free GPU memory). The numbers do not depend on the device or the block size.
     """
     dist_all = torch.as_tensor(distmat)
     if dist_all.dim() != 2:
         raise ValueError(f"distmat must be 2-D (num_query, num_gallery), got shape {tuple(dist_all.shape)}")
     if not dist_all.is_floating_point():
         dist_all = dist_all.double()
-    dev = _resolve_device(device)
+    dev = _resolve_device(device, dist_all)
     num_q, num_g = dist_all.shape
     qp, qc, gallery = _prepare(num_q, num_g, q_pids, g_pids, q_camids, g_camids, max_rank, protocol, dev)
-    chunk = _chunk_rows(chunk_size, num_g, dev)
+    rows, _ = _block_rows(chunk_size, num_q, num_g, dev)
     acc = _Accumulator(protocol, max_rank, dev)
-    for s in range(0, num_q, chunk):
-        # a copy: _good_ranks writes into its block. Half precision widens exactly to float32, the dtype
-        # with cheap exact ordering keys.
-        half = dist_all.dtype in (torch.float16, torch.bfloat16)
-        dist = dist_all[s : s + chunk].to(dev, dtype=torch.float32 if half else None, copy=True)
+    # Half precision widens exactly to float32, the dtype with cheap exact ordering keys.
+    half = dist_all.dtype in (torch.float16, torch.bfloat16)
+    buffer = torch.empty(rows, num_g, dtype=torch.float32 if half else dist_all.dtype, device=dev)
+    for s in range(0, num_q, rows):
+        dist = buffer[: min(rows, num_q - s)]
+        dist.copy_(dist_all[s : s + rows])  # a copy: _good_ranks writes into its block
         _check_finite(dist, "distmat", offset=s)
-        acc.add(_good_ranks(dist, qp[s : s + chunk], qc[s : s + chunk], gallery))
+        acc.add(_good_ranks(dist, qp[s : s + rows], qc[s : s + rows], gallery))
     return acc.result()
 
 
@@ -418,15 +522,17 @@ def evaluate_features(
     """mAP / CMC / mINP straight from features ``qf`` (Q, D) and ``gf`` (G, D); same dict as
     :func:`evaluate_rank`.
 
-    Distances are computed in float32 chunks of ``chunk_size`` queries (default: a 128 MB block on the CPU)
-    on ``device`` (default: CUDA when available, else CPU) and never held as a full Q x G matrix.
-    ``normalize=True`` L2-normalises the features first (GLTR: Euclidean distance on normalised features).
-    Results equal ``evaluate_rank(pairwise_distance(qf, gf, metric, normalize), ...)`` (same arithmetic,
-    same tie rule).
+    Distances are computed in float32 blocks of queries and never held as a full Q x G matrix, on
+    ``device``; by default where ``qf`` lives (CUDA tensors: on that GPU, distances included; numpy arrays
+    or CPU tensors: on the CPU). ``chunk_size`` sets the queries per ranking block (default: sized to the
+    CPU cache or to the free GPU memory). ``normalize=True`` L2-normalises the features first (GLTR:
+    Euclidean distance on normalised features). Results equal
+    ``evaluate_rank(pairwise_distance(qf, gf, metric, normalize), ...)`` (same arithmetic, same tie rule)
+    on any device and for any block size.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; valid choices: {', '.join(METRICS)}")
-    dev = _resolve_device(device)
+    dev = _resolve_device(device, qf)
     qf_t = torch.as_tensor(qf).to(device=dev, dtype=torch.float32)
     gf_t = torch.as_tensor(gf).to(device=dev, dtype=torch.float32)
     if qf_t.dim() != 2 or gf_t.dim() != 2 or qf_t.shape[1] != gf_t.shape[1]:
@@ -437,10 +543,14 @@ def evaluate_features(
     _check_finite(gf_t, "gf")
     num_q, num_g = qf_t.shape[0], gf_t.shape[0]
     qp, qc, gallery = _prepare(num_q, num_g, q_pids, g_pids, q_camids, g_camids, max_rank, protocol, dev)
-    chunk = _chunk_rows(chunk_size, num_g, dev)
+    rows, product_rows = _block_rows(chunk_size, num_q, num_g, dev)
     acc = _Accumulator(protocol, max_rank, dev)
     distance = GalleryDistance(gf_t, metric, normalize)
-    for s in range(0, num_q, chunk):
-        dist = distance(qf_t[s : s + chunk])
-        acc.add(_good_ranks(dist, qp[s : s + chunk], qc[s : s + chunk], gallery))
+    buffer = torch.empty(product_rows, num_g, dtype=torch.float32, device=dev)
+    for s in range(0, num_q, product_rows):
+        block = distance(qf_t[s : s + product_rows], out=buffer[: min(product_rows, num_q - s)])
+        for t in range(0, block.shape[0], rows):  # contiguous row slices: ranked in place
+            acc.add(
+                _good_ranks(block[t : t + rows], qp[s + t : s + t + rows], qc[s + t : s + t + rows], gallery)
+            )
     return acc.result()

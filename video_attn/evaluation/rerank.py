@@ -42,6 +42,9 @@ _LOGGER = logging.getLogger(__name__)
 
 _ROW_BLOCK_ELEMENTS = 1 << 23  # distance rows streamed at once (x N)
 _PAIR_BLOCK = 1 << 23  # (query, k, j) triples expanded at once for the Jaccard sums
+# Feature rows gathered at once for the pair distances of re_ranking_features: each of the two gathered
+# (pairs, D) operands and their product stays under this (a fixed pair count was 3.5 GB each at 2,048-d).
+_PAIR_FEATURE_BYTES = 32 << 20
 
 
 class RerankMemoryError(MemoryError):
@@ -72,6 +75,7 @@ def estimate_rerank_memory(num_query: int, num_gallery: int, k1: int = 20, k2: i
         + 3 * 8 * n * (k1 + 1)  # neighbour lists
         + 24 * v_entries * (1 + max(k2, 1))  # sparse V and V after query expansion (+ CSC copy)
         + 24 * _PAIR_BLOCK  # Jaccard expansion block
+        + 3 * _PAIR_FEATURE_BYTES  # gathered feature rows (re_ranking_features)
     )
 
 
@@ -313,7 +317,7 @@ def re_ranking_features(
         if not unit:
             raise ValueError("knn='faiss' needs unit-norm features: normalize=True or metric='cosine'")
         neighbours = _faiss_neighbours(feats.numpy(), k1, metric)
-    piece = 1 << 20
+    piece = max(1, _PAIR_FEATURE_BYTES // (4 * feats.shape[1]))
 
     def pairs(r: np.ndarray, c: np.ndarray) -> torch.Tensor:
         # the same quantity as `distance` (unit rows: |a|^2 = |b|^2 = 1), one pair at a time

@@ -144,16 +144,21 @@ class ReidTask(Task):
         """
         query = self.extract_features(model, loaders["query"], device, amp_dtype)
         gallery = self.extract_features(model, loaders["gallery"], device, amp_dtype)
-        return reid_metrics(query, gallery, self.cfg.eval)
+        return reid_metrics(query, gallery, self.cfg.eval, device)
 
     def eval_settings(self, splits: tuple[str, ...]) -> dict[str, Any]:
         return {"test_mode": self.cfg.eval.test_mode}
 
 
 def reid_metrics(
-    query: dict[str, np.ndarray], gallery: dict[str, np.ndarray], ev: EvalConfig
+    query: dict[str, np.ndarray],
+    gallery: dict[str, np.ndarray],
+    ev: EvalConfig,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Rank metrics of ``query`` against ``gallery`` (arrays ``features``, ``pids``, ``camids``, ``valid``).
+    """Rank metrics of ``query`` against ``gallery`` (arrays ``features``, ``pids``, ``camids``, ``valid``),
+    computed on ``device`` (the model's, in evaluation: distances, ranking and metrics run on the GPU there;
+    default the CPU; re-ranking always runs on the CPU).
 
     Tracklets that failed to load (``valid`` False) are left out of both sides and counted in
     ``num_failed_query`` / ``num_failed_gallery``. CMC entries beyond ``eval.max_rank`` are NaN.
@@ -191,6 +196,7 @@ def reid_metrics(
             normalize=ev.normalize,
             protocol=ev.protocol,
             max_rank=ev.max_rank,
+            device=device,
         )
     cmc = np.asarray(result["cmc"], dtype=np.float64)
     metrics: dict[str, Any] = {"mAP": 100.0 * float(result["mAP"]), "mINP": 100.0 * float(result["mINP"])}
