@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--topk", type=int, default=5, help="classes to report (default 5)")
     p.add_argument("--window", type=float, default=None, help="window length in seconds (long videos)")
     p.add_argument("--stride", type=float, default=None, help="seconds between windows (default: --window)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="windows per model call (default 1, best on a CPU; 8 or more on a GPU)")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate: needed by frame folders with --window (they carry none; --out-video "
                    "takes 25); for a video file it replaces the container's")

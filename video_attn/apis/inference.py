@@ -228,7 +228,7 @@ def predict_long_video(
     window: float = 2.0,
     stride: float = 1.0,
     topk: int = 5,
-    batch_size: int = 8,
+    batch_size: int = 1,
     fps: float | None = None,
     progress: bool = False,
 ) -> list[WindowPrediction]:
@@ -237,7 +237,9 @@ def predict_long_video(
     Each window is one video to the test protocol: its frames are sampled and cropped as
     :func:`predict_video` does for a whole video. ``batch_size`` windows go through the model at once; their
     sampled frames are decoded in one reader call (forward through the batch's stretch of video, seeking over
-    long gaps), so memory is bounded by the batch of windows, not by the video's length.
+    long gaps), so memory is bounded by the batch of windows, not by the video's length. The default, 1,
+    suits the CPU, where a larger batch is slower per clip (TANet-R50: 8 windows a call took 1.7x as long
+    per window, ``benchmarks/inference.py``); on a GPU a batch of 8 or more keeps the device busy.
 
     Args:
         video: a video file, a frame folder or decoded frames ``(T, H, W, 3)``.
