@@ -39,8 +39,8 @@ the loader over that wall time):
       agree.
   9a  decode, decord (CPU): one training item per clip (open_video + TSN sampling + get_frames + transform).
   9b  decode, PyAV (CPU): the same.
-  9c  decode, torchcodec on the CPU: the same, when the decoders offer torchcodec (``open_video(...,
-      backend="torchcodec")``, else ``torchcodec_reader.TorchCodecReader``) and it can load FFmpeg.
+  9c  decode, torchcodec on the CPU: the same through ``open_video(..., backend="torchcodec")``, when the
+      torchcodec extra is installed and finds FFmpeg's libraries.
   9d  decode, torchcodec on CUDA (NVDEC): the same, plus the difference to the CPU frames.
 ``--cpu-smoke`` (for tests): ResNet-18 at base width 8, 4 frames of 32 px (ReID 32x16), 2 timed steps after
 1, 1 loader worker; rows 2-5 and 9d say ``skipped: needs CUDA``, row 6 runs on gloo, rows 7 and 8 run in fp32.
@@ -52,8 +52,6 @@ import argparse
 import contextlib
 import datetime
 import gc
-import importlib.util
-import inspect
 import json
 import math
 import os
@@ -603,7 +601,7 @@ def check_reid_eval(ctx: Context, row: Row, budget: float) -> None:
     gallery = task.extract_features(model, loaders["gallery"], ctx.device, amp)
     ctx.sync()
     extract_s = time.perf_counter() - start
-    metrics = reid_metrics(query, gallery, cfg.eval)
+    metrics = reid_metrics(query, gallery, cfg.eval, ctx.device)  # as ReidTask.evaluate does
     frames = int(query["num_frames"].sum() + gallery["num_frames"].sum())
     tracklets = len(query["index"]) + len(gallery["index"])
     num_q, num_g = len(query["index"]), len(gallery["index"])
@@ -613,11 +611,7 @@ def check_reid_eval(ctx: Context, row: Row, budget: float) -> None:
     row.rate = f"{frames / extract_s:.0f} frames/s ({tracklets / extract_s:.1f} tracklets/s)"
     row.notes.append(f"mAP {metrics['mAP']:.1f} rank1 {metrics['rank1']:.1f} ({cfg.eval.protocol}, random "
                      "weights)")
-    # the evaluator on each device it supports: the results must agree
-    params = inspect.signature(evaluate_features).parameters
-    if "device" not in params:
-        row.notes.append("evaluate_features has no device argument: ran where it chose")
-        return
+    # the evaluator on each device: the results must agree
     v_q, v_g = query["valid"], gallery["valid"]
     args = (query["features"][v_q], gallery["features"][v_g], query["pids"][v_q], gallery["pids"][v_g],
             query["camids"][v_q], gallery["camids"][v_g])
@@ -642,30 +636,15 @@ def check_reid_eval(ctx: Context, row: Row, budget: float) -> None:
 
 # ------------------------------------------------------------------------------------------------ decoding
 def torchcodec_opener(device: str) -> tuple[Callable[[str], Any], str]:
-    """A function opening a video with torchcodec on ``device``, and how it is reached; Skip when the decoders
-    offer no torchcodec backend, or torchcodec / FFmpeg / the device is missing."""
-    from video_attn.data import decoders
+    """A function opening a video with torchcodec on ``device`` (never PyAV in its place), and its name; Skip
+    when torchcodec, FFmpeg's libraries or the device's decoder is missing."""
+    from video_attn.data.decoders import open_video, torchcodec_unavailable_reason
 
-    if importlib.util.find_spec("video_attn.data.decoders.torchcodec_reader") is None:
-        raise Skip("video_attn.data.decoders has no torchcodec backend")
-    from video_attn.data.decoders import torchcodec_reader
-
-    reason_fn = getattr(torchcodec_reader, "torchcodec_unavailable_reason", None)
-    if reason_fn is not None:
-        takes_device = "device" in inspect.signature(reason_fn).parameters
-        reason = reason_fn(device) if takes_device else reason_fn()
-        if reason:
-            raise Skip(reason)
-    params = inspect.signature(decoders.open_video).parameters
-    if "torchcodec" in getattr(decoders, "BACKENDS", ()) and (device == "cpu" or "device" in params):
-        kwargs: dict[str, Any] = {"backend": "torchcodec", "fallback": False}  # never PyAV in disguise
-        if "device" in params:
-            kwargs["device"] = device
-        return (lambda p: decoders.open_video(p, **kwargs)), "open_video(backend='torchcodec')"
-    reader = getattr(torchcodec_reader, "TorchCodecReader", None)
-    if reader is None:
-        raise Skip("torchcodec_reader has no TorchCodecReader")
-    return (lambda p: reader(p, num_threads=1, device=device)), "TorchCodecReader (not via open_video)"
+    reason = torchcodec_unavailable_reason(device)
+    if reason:
+        raise Skip(reason)
+    opener = lambda p: open_video(p, backend="torchcodec", fallback=False, device=device)  # noqa: E731
+    return opener, "open_video(backend='torchcodec')"
 
 
 def run_decode(ctx: Context, row: Row, open_fn: Callable[[str], Any], label: str) -> np.ndarray:
