@@ -22,7 +22,7 @@ product. Re-ranking (``--skip-rerank``): ours against torchreid's ``re_ranking``
 time and peak memory. MSMT17 size (``--msmt``): ``evaluate_features`` on 11,659 x 82,161 x 2,048 in a
 subprocess, its peak RSS (target < 4 GB).
 
-  python benchmarks/reid_eval.py [--mars-info ../shared/data/mars_info] [--repeats 5]
+  python benchmarks/reid_eval.py [--mars-info data/MARS/info] [--repeats 5]
       [--regimes trained,weak,random] [--skip-torchreid-python] [--skip-rerank] [--msmt]
 """
 
