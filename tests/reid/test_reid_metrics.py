@@ -268,10 +268,16 @@ def test_mars_query_counts_under_both_protocols(reid_helpers):
 
 # ------------------------------------------------------------- both ranking paths, blocks, devices, inputs
 @pytest.mark.parametrize("protocol", ["torchreid", "mars_official"])
-@pytest.mark.parametrize("dense_fraction", [0.0, 2.0], ids=["dense", "sparse"])
-def test_both_ranking_paths_equal_reference(protocol, dense_fraction, monkeypatch):
-    # _DENSE_FRACTION 0: every block takes the batched-search path; 2: every block lists its candidates
-    monkeypatch.setattr(reid_module, "_DENSE_FRACTION", dense_fraction)
+@pytest.mark.parametrize(
+    "binned_fraction, bins",
+    [(0.0, 1), (0.0, 3), (0.0, 1024), (2.0, 1024)],
+    ids=["1bin", "3bins", "binned", "listed"],
+)
+def test_both_ranking_paths_equal_reference(protocol, binned_fraction, bins, monkeypatch):
+    # _BINNED_FRACTION 0: every block is binned (with few bins: most items share a bin with a good item
+    # and take the exact keys); 2: every block lists its candidates
+    monkeypatch.setattr(reid_module, "_BINNED_FRACTION", binned_fraction)
+    monkeypatch.setattr(reid_module, "_BINS", bins)
     rng = np.random.default_rng(21)
     for trial in range(6):
         qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 30, 200, 5, quantized=trial % 2 == 1)
@@ -286,11 +292,11 @@ def test_both_ranking_paths_equal_reference(protocol, dense_fraction, monkeypatc
 
 
 @pytest.mark.parametrize("protocol", ["torchreid", "mars_official"])
-def test_weak_model_takes_the_dense_path_with_the_same_numbers(protocol, monkeypatch):
+def test_weak_model_takes_the_binned_path_with_the_same_numbers(protocol, monkeypatch):
     # features without identity signal: most items lie before each query's last good match
     calls = []
-    dense = reid_module._dense_buckets
-    monkeypatch.setattr(reid_module, "_dense_buckets", lambda *a: calls.append(1) or dense(*a))
+    binned = reid_module._binned_bucket_counts
+    monkeypatch.setattr(reid_module, "_binned_bucket_counts", lambda *a: calls.append(1) or binned(*a))
     rng = np.random.default_rng(5)
     qp, gp = rng.integers(1, 6, 40), rng.integers(-1, 6, 500)
     qc, gc = rng.integers(0, 3, 40), rng.integers(0, 3, 500)
@@ -298,6 +304,23 @@ def test_weak_model_takes_the_dense_path_with_the_same_numbers(protocol, monkeyp
     expected = reference_rank(distmat, qp, gp, qc, gc, protocol=protocol)
     assert_same(evaluate_rank(distmat, qp, gp, qc, gc, protocol=protocol), expected)
     assert calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binned_path_is_exact_on_extreme_values_and_ties(dtype, monkeypatch):
+    # few distinct values spanning the float range, denormals, -0.0 and neighbours one ulp apart: the bin
+    # map must stay monotone (overflowing spans, huge scales) and send exact ties to the exact keys
+    monkeypatch.setattr(reid_module, "_BINNED_FRACTION", 0.0)
+    one_up = float(np.nextafter(dtype(1), dtype(2)))
+    values = np.array([-3e38, -1.0, -0.0, 0.0, 1e-45, 1e-40, 1.0, one_up, 2.0, 3e38], dtype=dtype)
+    rng = np.random.default_rng(17)
+    for trial in range(8):
+        qp, gp = rng.integers(1, 4, 12), rng.integers(-1, 4, 90)
+        qc, gc = rng.integers(0, 2, 12), rng.integers(0, 2, 90)
+        distmat = rng.choice(values[trial % 3 :], size=(12, 90))
+        for protocol in ("torchreid", "mars_official"):
+            expected = reference_rank(distmat, qp, gp, qc, gc, max_rank=20, protocol=protocol)
+            assert_same(evaluate_rank(distmat, qp, gp, qc, gc, 20, protocol), expected)
 
 
 def test_block_size_does_not_change_results():

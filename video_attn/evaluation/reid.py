@@ -28,17 +28,18 @@ same rule holds in :func:`evaluate_rank` and :func:`evaluate_features`.
 
 Implementation: no Q x G sort and no Q x G integer matrix. The AP, CMC and INP of a query only need the
 ranks of its good items: the rank of its k-th good item is k plus the valid negatives ranked before it.
-Queries go in blocks; per block the distances are one matrix product (augmented rows carry the norm
-terms), the good items of each query are sorted (they are few), and every negative that can precede one
-is given its *bucket* (how many of its query's good items rank before it); a histogram of the buckets
-gives every good item's rank. Two ways to find the buckets, chosen per block by the data (the same numbers
-either way): when few negatives lie before a query's last good item (a trained model: ~0.5% of the
-block at 80% mAP), those are listed and ordered by exact int64 keys (query, distance, gallery index);
-when many do (a weak or untrained model), one batched ``searchsorted`` of each row against its sorted
-good distances, with exact keys only for the rare exact ties. Work happens where the inputs live (CPU or
-CUDA tensors), in blocks sized to the CPU's last-level cache (the ranking makes several passes over its
-block) or to the free GPU memory; besides the features, memory holds one distance block of the product
-(256 MiB on the CPU) and one ranking block's temporaries, for any Q and G.
+Queries go in blocks; per block the distances are one matrix product (the norm terms added by BLAS), the
+good items of each query are sorted (they are few), and every negative that can precede one is counted
+in its *bucket* (how many of its query's good items rank before it); the bucket counts give every good
+item's rank. Two ways to count, chosen per block by the data (the same numbers either way): when few
+negatives lie before a query's last good item (a trained model: ~0.5% of the block at 80% mAP), those
+are listed and ordered by exact int64 keys (query, distance, gallery index); when many do (a weak or
+untrained model), each row is binned by a monotone map of the distance between its first and last good
+item and the bins histogrammed, with exact keys only for the few items sharing a bin with a good item.
+Work happens where the inputs live (CPU or CUDA tensors), in blocks sized to the CPU's last-level cache
+(the ranking makes several passes over its block) or to the free GPU memory; besides the features,
+memory holds one distance block of the product (256 MiB on the CPU) and one ranking block's
+temporaries, for any Q and G.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "evaluate_rank",
@@ -69,11 +71,11 @@ Metric = Literal["euclidean", "cosine"]
 ArrayLike = np.ndarray | torch.Tensor | Sequence[int]
 
 # Block sizes. Ranking makes ~10 passes over its (B, G) block, so the block and its temporaries (bytes per
-# element below: distance 4, candidate mask 1, and in the dense path bucket 8, clamped bucket 8, gathered
-# distance 4, tie mask 1) should stay in the last-level cache: on the 2-core test machine (32 MiB L3) the
-# MARS ranking ran ~3x faster in ~100-row blocks than in one 1,980-row block (less memory traffic, and no
-# page faults: blocks under glibc's 32 MiB mmap threshold reuse heap memory).
-_RANK_BYTES_PER_ELEMENT = 26
+# element below: distance 4, candidate mask 1, and when binning float bin 4, int32 bin 4, shared-bin mask
+# 1) should stay in the last-level cache: on the 2-core test machine (32 MiB L3) the MARS ranking ran ~3x
+# faster in ~100-row blocks than in one 1,980-row block (less memory traffic, and no page faults: blocks
+# under glibc's 32 MiB mmap threshold reuse heap memory).
+_RANK_BYTES_PER_ELEMENT = 14
 _FALLBACK_CACHE_BYTES = 8 << 20  # where sysfs does not tell the cache size
 # The query x gallery product re-reads the whole gallery for every block of queries, so its blocks are
 # larger: measured on 2 threads, 512-row blocks ran as fast as one product, 256 rows 1.3x and 64 rows
@@ -81,10 +83,13 @@ _FALLBACK_CACHE_BYTES = 8 << 20  # where sysfs does not tell the cache size
 _PRODUCT_BLOCK_BYTES = 256 << 20
 # A GPU block takes this fraction of the free device memory (kernel launches, not caches, set the cost).
 _GPU_MEMORY_FRACTION = 0.25
-# The sparse path costs per candidate (listing it, an exact ordering key, a search), the dense path per
-# block element (one batched search): measured on MARS, 2 threads, the dense path wins above ~20%
-# candidates (a weak model: 7% mAP had 13% candidates, random distances 88%).
-_DENSE_FRACTION = 0.25
+# Listing the candidates costs per candidate (an exact ordering key, a search), binning per block element
+# (a few elementwise passes and a histogram): measured on MARS, 2 threads, binning wins above ~12%
+# candidates (a trained model at 80% mAP had 0.5%, a weak one at 7% mAP 13%, random distances 88%).
+_BINNED_FRACTION = 0.1
+# Bins per row between a query's first and last good distance: more bins, fewer items sharing a bin with
+# a good item (each needs an exact key), but a larger per-row histogram.
+_BINS = 1024
 
 
 def pairwise_distance(
@@ -100,53 +105,36 @@ def pairwise_distance(
     return GalleryDistance(gf, metric, normalize)(qf)
 
 
-def _augmented(x: torch.Tensor, metric: str, normalize: bool, gallery_side: bool) -> torch.Tensor:
-    """Rows of ``x`` extended so that ONE matrix product gives the distance (no pass over the result):
-    euclidean [q, |q|^2, 1] . [-2 g, 1, |g|^2]; cosine [q^, 1] . [-g^, 1] (^: L2-normalised).
-
-    On normalised rows the squared norm is taken as exactly 1 (so euclidean = 2 - 2 cos, as it is
-    mathematically). The gallery side's factor -2 (or -1) is folded into the one normalising division,
-    which is exact: scaling by a power of two commutes with rounding.
-    """
-    num, dim = x.shape
-    unit = normalize or metric == "cosine"
-    extra = 2 if metric == "euclidean" else 1
-    out = torch.empty(num, dim + extra, dtype=x.dtype, device=x.device)
-    feats = out[:, :dim]
-    scale = (-2.0 if metric == "euclidean" else -1.0) if gallery_side else 1.0
-    if unit:
-        norm = x.norm(2, 1, keepdim=True).clamp_min(1e-12)
-        torch.div(x, norm / scale if scale != 1.0 else norm, out=feats)
-    else:
-        torch.mul(x, scale, out=feats)
-    if metric == "euclidean":
-        sq = 1.0 if unit else x.pow(2).sum(1)
-        out[:, dim + (0 if gallery_side else 1)] = 1.0
-        out[:, dim + (1 if gallery_side else 0)] = sq
-    else:
-        out[:, dim] = 1.0
-    return out
-
-
 class GalleryDistance:
     """Distances from query chunks to a fixed gallery (see :func:`pairwise_distance`).
 
-    The gallery is prepared once; each call is a single matrix product of augmented rows, so the (B, G)
-    result is written once and never passed over again.
+    The gallery is prepared once (normalised, transposed, squared norms). Each call writes the norm terms
+    into the (B, G) result and adds the product in the same matrix multiplication (BLAS ``beta = 1``), as
+    torchreid does: ``|q|^2 + |g|^2 - 2 q.g``; on L2-normalised rows the squared norms are taken as
+    exactly 1 (``2 - 2 q.g``, as it is mathematically); cosine ``1 - q.g``.
     """
 
     def __init__(self, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = False) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; valid choices: {', '.join(METRICS)}")
         self.metric = metric
-        self.normalize = normalize
-        self.gallery_t = _augmented(gf, metric, normalize, gallery_side=True).t()
+        self.unit_rows = normalize or metric == "cosine"
+        gallery = F.normalize(gf, dim=1) if self.unit_rows else gf
+        self.gallery_t = gallery.t()
+        self.gallery_sq = None if self.unit_rows else gallery.pow(2).sum(1)
 
     def __call__(self, qf: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """(B, G) distances of the rows of ``qf``, written into ``out`` (B, G) when given."""
-        return torch.matmul(
-            _augmented(qf, self.metric, self.normalize, gallery_side=False), self.gallery_t, out=out
-        )
+        query = F.normalize(qf, dim=1) if self.unit_rows else qf
+        if out is None:
+            out = query.new_empty(query.shape[0], self.gallery_t.shape[1])
+        if self.metric == "cosine":
+            return out.fill_(1.0).addmm_(query, self.gallery_t, alpha=-1.0)
+        if self.gallery_sq is None:
+            out.fill_(2.0)
+        else:
+            torch.add(query.pow(2).sum(1, keepdim=True), self.gallery_sq, out=out)
+        return out.addmm_(query, self.gallery_t, alpha=-2.0)
 
 
 def _check_finite(x: torch.Tensor, name: str, offset: int = 0) -> None:
@@ -206,15 +194,46 @@ class _ChunkRanks(NamedTuple):
     n_good: torch.Tensor
 
 
+class _Goods(NamedTuple):
+    """The good items of a block of queries in ranking order (by query, distance, gallery index), flat:
+    ``row`` (query in block), ``dist``, ``col`` (gallery index); per query ``offset`` (position of its
+    first good item) and ``count``."""
+
+    row: torch.Tensor
+    dist: torch.Tensor
+    col: torch.Tensor
+    offset: torch.Tensor
+    count: torch.Tensor
+
+
+class _Scratch(NamedTuple):
+    """Buffers for one ranking block, allocated once per evaluation and reused block after block (fresh
+    memory costs a page fault per 4 KiB, as much as the pass that fills it): ``values`` (distance dtype),
+    ``bins`` (int32), ``flags`` (bool), each of ``rows * num_g`` elements."""
+
+    values: torch.Tensor
+    bins: torch.Tensor
+    flags: torch.Tensor
+
+    @classmethod
+    def empty(cls, rows: int, num_g: int, dtype: torch.dtype, device: torch.device) -> _Scratch:
+        size = rows * num_g
+        return cls(
+            torch.empty(size, dtype=dtype, device=device),
+            torch.empty(size, dtype=torch.int32, device=device),
+            torch.empty(size, dtype=torch.bool, device=device),
+        )
+
+
 def _good_ranks(
-    dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, gallery: _Gallery
+    dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, gallery: _Gallery, scratch: _Scratch
 ) -> _ChunkRanks:
     """Ranks of the good items of a chunk of queries; ``dist`` (B, G) is overwritten (junk set to +inf).
 
     The rank of a query's k-th good item is k plus the number of valid negatives ranked before it. Each
     negative falls in one *bucket* of its query: bucket b lies between the b-th and (b+1)-th good item
-    (in ranking order). A histogram of the buckets, summed up to bucket k - 1, gives the negatives before
-    the k-th good item. So no row is sorted: only the query's few good items are.
+    (in ranking order). The bucket counts, summed up to bucket k - 1, give the negatives before the k-th
+    good item. So no row is sorted: only the query's few good items are.
     """
     num_q, num_g = dist.shape
     device = dist.device
@@ -225,14 +244,13 @@ def _good_ranks(
     gidx = _take(gallery.order, _take(start - offset, row) + torch.arange(row.numel(), device=device))
     flat_same = row * num_g + gidx
     good = _take(gallery.camids, gidx) != _take(q_camids, row)
-    g_row, g_idx = row.masked_select(good), gidx.masked_select(good)
+    g_row, g_col = row.masked_select(good), gidx.masked_select(good)
     g_dist = _take(dist.view(-1), flat_same.masked_select(good))
-    # the good items in ranking order: by (query, distance, gallery index)
-    order = torch.sort(_lexicographic_keys(g_row, g_dist, g_idx, num_g)).indices
-    g_row, g_idx, g_dist = _take(g_row, order), _take(g_idx, order), _take(g_dist, order)
+    order = torch.sort(_lexicographic_keys(g_row, g_dist, g_col, num_g)).indices
+    g_row, g_col, g_dist = _take(g_row, order), _take(g_col, order), _take(g_dist, order)
     n_good = torch.bincount(g_row, minlength=num_q)
-    good_offset = torch.cumsum(n_good, 0) - n_good
-    hit = torch.arange(g_row.numel(), device=device) - _take(good_offset, g_row) + 1
+    goods = _Goods(g_row, g_dist, g_col, torch.cumsum(n_good, 0) - n_good, n_good)
+    hit = torch.arange(g_row.numel(), device=device) - _take(goods.offset, g_row) + 1
     if g_row.numel() == 0:
         return _ChunkRanks(g_row, hit, hit, n_good)
 
@@ -243,70 +261,102 @@ def _good_ranks(
         dist.index_fill_(1, gallery.junk_cols, float("inf"))
 
     # Only negatives not farther than a query's last good item can rank before one of its good items.
-    width = int(n_good.max()) + 1  # buckets per query
-    last = torch.where(n_good > 0, _take(g_dist, (good_offset + n_good - 1).clamp(min=0)), float("-inf"))
-    candidates = dist <= last.unsqueeze(1)
-    if int(torch.count_nonzero(candidates)) < _DENSE_FRACTION * candidates.numel():
+    last = torch.where(n_good > 0, _take(g_dist, (goods.offset + n_good - 1).clamp(min=0)), float("-inf"))
+    # the path sets only the speed (both give the same numbers), so every 16th column decides it
+    sample = dist[:, ::16] <= last.unsqueeze(1)
+    if int(torch.count_nonzero(sample)) < _BINNED_FRACTION * sample.numel():
+        candidates = torch.le(dist, last.unsqueeze(1), out=scratch.flags[: dist.numel()].view_as(dist))
         c_row, c_col = torch.nonzero(candidates, as_tuple=True)
-        c_dist = _take(dist.view(-1), c_row * num_g + c_col)
-        before = _goods_before(g_row, g_dist, g_idx, good_offset, c_row, c_dist, c_col, num_g)
-        bucket = c_row * width + before
+        counts = _listed_bucket_counts(
+            goods, c_row, c_col, _take(dist.view(-1), c_row * num_g + c_col), num_g
+        )
     else:
-        bucket = _dense_buckets(dist, g_row, g_dist, g_idx, hit, n_good, good_offset, width)
-    hist = torch.bincount(bucket, minlength=num_q * width).view(num_q, width)
-    negatives_before = torch.cumsum(hist, 1).view(-1)
+        counts = _binned_bucket_counts(dist, goods, scratch)
+    negatives_before = torch.cumsum(counts, 1).view(-1)
+    width = counts.shape[1]
     return _ChunkRanks(g_row, hit, hit + _take(negatives_before, g_row * width + hit - 1), n_good)
 
 
-def _goods_before(
-    g_row: torch.Tensor,
-    g_dist: torch.Tensor,
-    g_idx: torch.Tensor,
-    good_offset: torch.Tensor,
-    c_row: torch.Tensor,
-    c_dist: torch.Tensor,
-    c_col: torch.Tensor,
-    num_g: int,
+def _listed_bucket_counts(
+    goods: _Goods, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, num_g: int
 ) -> torch.Tensor:
-    """Number of good items of its query ranked before each item (c_row, c_dist, c_col): exact, ties by
-    gallery index. The good items must be in ranking order (then their keys are sorted)."""
+    """(B, width) counts of the listed items (rows, cols, values) per query and bucket: an item's bucket
+    is the number of good items of its query ranked before it (exact, ties by gallery index, so good
+    items must be in ranking order: then their keys are sorted)."""
+    num_q, width = goods.count.numel(), int(goods.count.max()) + 1
     keys = _lexicographic_keys(
-        torch.cat([g_row, c_row]), torch.cat([g_dist, c_dist]), torch.cat([g_idx, c_col]), num_g
+        torch.cat([goods.row, rows]), torch.cat([goods.dist, values]), torch.cat([goods.col, cols]), num_g
     )
-    return torch.searchsorted(keys[: g_row.numel()], keys[g_row.numel() :]) - _take(good_offset, c_row)
+    before = torch.searchsorted(keys[: goods.row.numel()], keys[goods.row.numel() :]) - _take(
+        goods.offset, rows
+    )
+    return torch.bincount(rows * width + before, minlength=num_q * width).view(num_q, width)
 
 
-def _dense_buckets(
-    dist: torch.Tensor,
-    g_row: torch.Tensor,
-    g_dist: torch.Tensor,
-    g_idx: torch.Tensor,
-    hit: torch.Tensor,
-    n_good: torch.Tensor,
-    good_offset: torch.Tensor,
-    width: int,
-) -> torch.Tensor:
-    """Flat bucket index (query * width + bucket) of every item of the block, for blocks where most items
-    are candidates (a weak model): one batched searchsorted of each row against its sorted good distances
-    costs less there than listing the candidates."""
+def _binned_bucket_counts(dist: torch.Tensor, goods: _Goods, scratch: _Scratch) -> torch.Tensor:
+    """(B, width) counts of all items of the block per query and bucket, for blocks where most items lie
+    before a query's last good item (a weak model), without a search per item.
+
+    Each row is cut into ``bins`` equal bins between its first and last good distance (plus one bin
+    below and one above) by a map that is monotone in the distance: every op is correctly rounded and
+    order preserving. So an item in a lower bin than a good item is strictly closer, one in a higher bin
+    strictly farther. A histogram of the bins gives the bucket counts of every bin that holds no good
+    item; the few items sharing a bin with a good item get their exact bucket from the ordering keys.
+    """
     num_q, num_g = dist.shape
-    table = dist.new_full((num_q, width - 1), float("inf"))
-    table.view(-1).index_copy_(0, g_row * (width - 1) + hit - 1, g_dist)
-    closer = torch.searchsorted(table, dist)  # good items strictly closer: +inf padding keeps it <= n_good
-    # An item at exactly a good item's distance ranks before it only when its gallery index is lower: such
-    # ties (rare) get their exact bucket from the ordering keys. A row without good items has a NaN table,
-    # which ties with nothing (its buckets count for nothing).
-    table.masked_fill_((n_good == 0).unsqueeze(1), float("nan"))
-    nearest_good = torch.minimum(closer, (n_good - 1).clamp(min=0).unsqueeze(1))
-    tied = torch.nonzero((table.gather(1, nearest_good) == dist).view(-1)).view(-1)
-    bucket = closer.add_(torch.arange(num_q, device=dist.device).unsqueeze(1) * width).view(-1)
-    if tied.numel():
-        t_row, t_col = tied // num_g, tied % num_g
-        before = _goods_before(
-            g_row, g_dist, g_idx, good_offset, t_row, _take(dist.view(-1), tied), t_col, num_g
-        )
-        bucket.index_copy_(0, tied, t_row * width + before)
-    return bucket
+    device = dist.device
+    width = int(goods.count.max()) + 1
+    bins = min(_BINS, num_g)  # a small gallery needs few bins (the histogram stays the block's size)
+    has_goods = goods.count > 0
+    first = torch.where(has_goods, _take(goods.dist, goods.offset.clamp(max=goods.row.numel() - 1)), 0.0)
+    last = torch.where(has_goods, _take(goods.dist, (goods.offset + goods.count - 1).clamp(min=0)), 0.0)
+    scale = (bins - 0.5) / (last - first)  # the last good item lands half a bin below the top bin
+    # one good item (or an overflowing span): any positive scale keeps the map monotone; a huge one puts
+    # only the items at exactly the good item's distance into its bin
+    scale = torch.where(torch.isfinite(scale) & (scale > 0), scale, torch.full_like(scale, 2.0**100))
+    stride = bins + 2
+    row_start = torch.arange(num_q, device=device, dtype=torch.int32) * stride
+
+    item_bin = _bin_index(
+        dist, first.unsqueeze(1), scale.unsqueeze(1), row_start.unsqueeze(1), bins, scratch
+    ).view(-1)
+    good_bin = _bin_index(
+        goods.dist, _take(first, goods.row), _take(scale, goods.row), _take(row_start, goods.row), bins
+    )
+    shared = torch.zeros(num_q * stride, dtype=torch.bool, device=device)
+    shared[good_bin.long()] = True
+    # a bin without good items falls in the bucket "good items in lower bins of its row"
+    goods_in_bin = torch.bincount(good_bin, minlength=num_q * stride).view(num_q, stride)
+    bucket_of_bin = torch.cumsum(goods_in_bin, 1) + torch.arange(num_q, device=device).unsqueeze(1) * width
+    items_in_bin = torch.bincount(item_bin, minlength=num_q * stride).masked_fill_(shared, 0)
+    counts = torch.zeros(num_q * width, dtype=torch.int64, device=device)
+    counts.index_add_(0, bucket_of_bin.view(-1), items_in_bin)
+    # the items that share a bin with a good item: exact buckets
+    in_shared_bin = torch.index_select(shared, 0, item_bin, out=scratch.flags[: item_bin.numel()])
+    listed = torch.nonzero(in_shared_bin).view(-1)
+    rows, cols = listed // num_g, listed % num_g
+    return counts.view(num_q, width) + _listed_bucket_counts(
+        goods, rows, cols, _take(dist.view(-1), listed), num_g
+    )
+
+
+def _bin_index(
+    values: torch.Tensor,
+    first: torch.Tensor,
+    scale: torch.Tensor,
+    row_start: torch.Tensor,
+    bins: int,
+    scratch: _Scratch | None = None,
+) -> torch.Tensor:
+    """int32 flat bin of each value: 0 below ``first``, 1 .. ``bins`` up to the last good distance,
+    ``bins + 1`` beyond, plus ``row_start``. One correctly rounded op at a time (no fused multiply-add),
+    so equal values get equal bins wherever they are computed. Written into ``scratch`` when given."""
+    n = values.numel()
+    binned = torch.sub(values, first, out=None if scratch is None else scratch.values[:n].view_as(values))
+    binned.mul_(scale).add_(1.0).clamp_(0.0, bins + 1.0)
+    if scratch is None:
+        return binned.to(torch.int32).add_(row_start)
+    return scratch.bins[:n].view_as(values).copy_(binned).add_(row_start)  # copy_ truncates as .to does
 
 
 def _lexicographic_keys(
@@ -495,12 +545,14 @@ def evaluate_rank(
     acc = _Accumulator(protocol, max_rank, dev)
     # Half precision widens exactly to float32, the dtype with cheap exact ordering keys.
     half = dist_all.dtype in (torch.float16, torch.bfloat16)
-    buffer = torch.empty(rows, num_g, dtype=torch.float32 if half else dist_all.dtype, device=dev)
+    dtype = torch.float32 if half else dist_all.dtype
+    buffer = torch.empty(rows, num_g, dtype=dtype, device=dev)
+    scratch = _Scratch.empty(rows, num_g, dtype, dev)
     for s in range(0, num_q, rows):
         dist = buffer[: min(rows, num_q - s)]
         dist.copy_(dist_all[s : s + rows])  # a copy: _good_ranks writes into its block
         _check_finite(dist, "distmat", offset=s)
-        acc.add(_good_ranks(dist, qp[s : s + rows], qc[s : s + rows], gallery))
+        acc.add(_good_ranks(dist, qp[s : s + rows], qc[s : s + rows], gallery, scratch))
     return acc.result()
 
 
@@ -547,10 +599,10 @@ def evaluate_features(
     acc = _Accumulator(protocol, max_rank, dev)
     distance = GalleryDistance(gf_t, metric, normalize)
     buffer = torch.empty(product_rows, num_g, dtype=torch.float32, device=dev)
+    scratch = _Scratch.empty(rows, num_g, torch.float32, dev)
     for s in range(0, num_q, product_rows):
         block = distance(qf_t[s : s + product_rows], out=buffer[: min(product_rows, num_q - s)])
         for t in range(0, block.shape[0], rows):  # contiguous row slices: ranked in place
-            acc.add(
-                _good_ranks(block[t : t + rows], qp[s + t : s + t + rows], qc[s + t : s + t + rows], gallery)
-            )
+            queries = slice(s + t, s + t + rows)
+            acc.add(_good_ranks(block[t : t + rows], qp[queries], qc[queries], gallery, scratch))
     return acc.result()
