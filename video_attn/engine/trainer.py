@@ -14,6 +14,7 @@ weights and the last checkpoint stay good) and :class:`TrainingInterrupted` afte
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class Trainer(TrainLoop):
         self.scheduler = scheduler
         self.checkpointer = TrainingCheckpointer(
             self.work_dir / "checkpoints",
-            loop=self,
+            loop=weakref.proxy(self),  # no reference cycle (see TrainLoop.register_hooks)
             model=self.unwrapped_model,
             optimizer=optimizer,
             scheduler=scheduler,

@@ -46,7 +46,10 @@ INSTALL_HINT = 'pip install -e ".[torchcodec]", and FFmpeg libraries (Debian/Ubu
 _LOAD_CAUSES = "FFmpeg's shared libraries (libavcodec ...) are missing, or torchcodec does not fit this torch"
 # torchcodec's C++ errors start with "function, /path/to/file.cpp:line, "
 _CPP_PREFIX = re.compile(r"^\w+, \S+:\d+, ")
-_fallback_logged = False
+@functools.cache
+def _warn_cpu_fallback(device: str, status: str) -> None:
+    # once per device and reason: the reason (codec, driver) holds for every file
+    _LOGGER.warning("torchcodec decodes on the CPU instead of %s: %s", device, status)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -152,21 +155,14 @@ class TorchCodecReader(VideoReader):
         except (RuntimeError, IndexError, ValueError) as exc:
             _LOGGER.warning("%s: torchcodec failed (%s); re-reading with PyAV", self.path, _first_line(exc))
         else:
-            if self.device != "cpu":
-                self._log_cpu_fallback()
+            status = getattr(self._decoder, "cpu_fallback", None) if self.device != "cpu" else None
+            if status:
+                _warn_cpu_fallback(self.device, str(status))
             return batch.cpu().numpy()[inverse.reshape(-1)]  # a copy: no view of torchcodec's memory
         with PyAVReader(self.path) as fallback:
             frames = fallback.get_frames(indices)
             self.num_frames = min(self.num_frames, len(fallback))
         return frames
-
-    def _log_cpu_fallback(self) -> None:
-        global _fallback_logged
-        status = getattr(self._decoder, "cpu_fallback", None)
-        if status and not _fallback_logged:
-            _fallback_logged = True
-            _LOGGER.warning("%s: torchcodec decodes on the CPU instead of %s: %s", self.path, self.device,
-                            status)
 
     def close(self) -> None:
         self._decoder = None
