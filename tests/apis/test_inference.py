@@ -153,6 +153,25 @@ def test_predict_long_video_reports_the_change_in_time(colour_model, action_asse
     assert decoded_per_call and max(decoded_per_call) <= 2 * 2 * 4
 
 
+def test_predict_long_video_walks_a_decord_configured_file_with_pyav(action_assets, monkeypatch):
+    # decord decodes ahead on its own thread between reads (CPU taken from the model): the walk uses PyAV,
+    # a single video still uses the configured backend, and the timeline is the one PyAV gives
+    import video_attn.apis.inference as inference
+
+    backends = []
+    opener = inference.open_video
+    monkeypatch.setattr(
+        inference, "open_video", lambda *a, **kw: backends.append(kw["backend"]) or opener(*a, **kw)
+    )
+    model = load_model(checkpoint=action_assets.checkpoint, device="cpu", overrides=["data.backend=decord"])
+    timeline = predict_long_video(model, action_assets.long_video, window=1.0, stride=1.0)
+    assert backends == ["pyav"]
+    predict_video(model, action_assets.long_video)
+    assert backends == ["pyav", "decord"]
+    pyav_model = load_model(checkpoint=action_assets.checkpoint, device="cpu")
+    assert timeline == predict_long_video(pyav_model, action_assets.long_video, window=1.0, stride=1.0)
+
+
 def test_predict_long_video_of_an_array_needs_a_frame_rate(colour_model, action_assets):
     frames = decode(action_assets.long_video)
     with pytest.raises(ValueError, match="frame rate"):

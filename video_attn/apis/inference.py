@@ -162,11 +162,19 @@ def _action_pipeline(cfg: Config) -> tuple[FrameSampler, ClipTransform]:
     return sampler, build_clip_transform(cfg.data, split_cfg, train=False)
 
 
-def _open_video(cfg: Config, video: Video) -> VideoReader:
+def _open_video(cfg: Config, video: Video, backend: str | None = None) -> VideoReader:
+    """A reader of ``video`` with the config's backend (or ``backend``)."""
     if isinstance(video, np.ndarray):
         return ArrayReader(video)
-    return open_video(video, backend=cfg.data.backend, frame_template=cfg.data.frame_template,
+    return open_video(video, backend=backend or cfg.data.backend, frame_template=cfg.data.frame_template,
                       device=cfg.data.decode_device)
+
+
+# The reader a long video is walked with, by configured backend. decord keeps decoding ahead on a thread of
+# its own after every read (0.3-0.6 s of CPU per read, measured on a 340p H.264 file): with the reader open
+# across model calls that thread takes a core from the model (TANet-R50, 2 CPU cores: 79% of
+# predict_video's clip rate against 95% with PyAV). PyAV decodes only when asked and gives the same frames.
+_LONG_VIDEO_BACKEND = {"decord": "pyav"}
 
 
 def load_video_clip(cfg: Config, video: Video) -> Tensor:
@@ -237,7 +245,9 @@ def predict_long_video(
     Each window is one video to the test protocol: its frames are sampled and cropped as
     :func:`predict_video` does for a whole video. ``batch_size`` windows go through the model at once; their
     sampled frames are decoded in one reader call (forward through the batch's stretch of video, seeking over
-    long gaps), so memory is bounded by the batch of windows, not by the video's length. The default, 1,
+    long gaps), so memory is bounded by the batch of windows, not by the video's length. A file configured
+    for decord is read with PyAV here (the same frames): decord keeps decoding ahead on its own thread
+    between reads, which takes CPU from the model. The default batch size, 1,
     suits the CPU, where a larger batch is slower per clip (TANet-R50: 8 windows a call took 1.7x as long
     per window, ``benchmarks/inference.py``); on a GPU a batch of 8 or more keeps the device busy.
 
@@ -258,7 +268,8 @@ def predict_long_video(
     sampler, transform = _action_pipeline(cfg)
     rng = np.random.default_rng(0)  # test samplers and crops draw nothing; the readers' API wants one
     timeline: list[WindowPrediction] = []
-    with _open_video(cfg, video) as reader:
+    backend = _LONG_VIDEO_BACKEND.get(cfg.data.backend, cfg.data.backend)
+    with _open_video(cfg, video, backend) as reader:
         rate = float(fps) if fps else reader.fps
         if rate <= 0:
             raise ValueError(f"{reader.path}: unknown frame rate (a frame folder or an array); pass fps")
