@@ -28,18 +28,17 @@ same rule holds in :func:`evaluate_rank` and :func:`evaluate_features`.
 
 Implementation: no Q x G sort and no Q x G integer matrix. The AP, CMC and INP of a query only need the
 ranks of its good items: the rank of its k-th good item is k plus the valid negatives ranked before it.
-Queries go in blocks; per block the distances are one matrix product (the norm terms added by BLAS), the
-good items of each query are sorted (they are few), and every negative that can precede one is counted
-in its *bucket* (how many of its query's good items rank before it); the bucket counts give every good
-item's rank. Two ways to count, chosen per block by the data (the same numbers either way): when few
-negatives lie before a query's last good item (a trained model: ~0.5% of the block at 80% mAP), those
-are listed and ordered by exact int64 keys (query, distance, gallery index); when many do (a weak or
-untrained model), each row is binned by a monotone map of the distance between its first and last good
-item and the bins histogrammed, with exact keys only for the few items sharing a bin with a good item.
-Work happens where the inputs live (CPU or CUDA tensors), in blocks sized to the CPU's last-level cache
-(the ranking makes several passes over its block) or to the free GPU memory; besides the features,
-memory holds one distance block of the product (256 MiB on the CPU) and one ranking block's
-temporaries, for any Q and G.
+Queries go in blocks; per block the distances are one matrix product, the good items of each query are
+sorted (they are few), and every negative that can precede one is counted in its *bucket* (how many of
+its query's good items rank before it); the bucket counts give every good item's rank. Two ways to count,
+chosen per block by the data (the same numbers either way): when few negatives lie before a query's last
+good item (a trained model: ~0.5% of the block at 80% mAP), those are listed and ordered by exact int64
+keys (query, distance, gallery index); when many do (a weak or untrained model), each row is binned by a
+monotone map of the distance between its first and last good item and the bins histogrammed, with exact
+keys only for the few items sharing a bin with a good item. Work happens where the inputs live (CPU or
+CUDA tensors), in blocks sized to the CPU's last-level cache (the ranking makes several passes over its
+block) or to the free GPU memory; besides the features, memory holds one distance block of the product
+(256 MiB on the CPU) and one ranking block's temporaries, for any Q and G.
 """
 
 from __future__ import annotations
@@ -108,33 +107,34 @@ def pairwise_distance(
 class GalleryDistance:
     """Distances from query chunks to a fixed gallery (see :func:`pairwise_distance`).
 
-    The gallery is prepared once (normalised, transposed, squared norms). Each call writes the norm terms
-    into the (B, G) result and adds the product in the same matrix multiplication (BLAS ``beta = 1``), as
-    torchreid does: ``|q|^2 + |g|^2 - 2 q.g``; on L2-normalised rows the squared norms are taken as
-    exactly 1 (``2 - 2 q.g``, as it is mathematically); cosine ``1 - q.g``.
+    The gallery is prepared once. Euclidean on raw features as torchreid computes it: the norm terms
+    ``|q|^2 + |g|^2`` written into the (B, G) result and ``-2 q.g`` added by the same matrix multiplication
+    (BLAS ``beta = 1``). On L2-normalised rows (``normalize=True``, or cosine) the squared norms are taken
+    as exactly 1: ``2 - 2 q.g`` (cosine ``1 - q.g``), where the gallery's normalisation scales the columns of
+    the product (no normalised copy of the gallery is made).
     """
 
     def __init__(self, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = False) -> None:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; valid choices: {', '.join(METRICS)}")
-        self.metric = metric
         self.unit_rows = normalize or metric == "cosine"
-        gallery = F.normalize(gf, dim=1) if self.unit_rows else gf
-        self.gallery_t = gallery.t()
-        self.gallery_sq = None if self.unit_rows else gallery.pow(2).sum(1)
+        self.gallery_t = gf.t()
+        # unit rows: factor * (1 - q.g) = the product's columns times -factor / |g|, plus factor
+        factor = 2.0 if metric == "euclidean" else 1.0
+        self.offset = factor
+        self.column_term = (
+            gf.norm(dim=1).clamp_min(1e-12).reciprocal().mul_(-factor) if self.unit_rows else gf.pow(2).sum(1)
+        )
 
     def __call__(self, qf: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """(B, G) distances of the rows of ``qf``, written into ``out`` (B, G) when given."""
-        query = F.normalize(qf, dim=1) if self.unit_rows else qf
         if out is None:
-            out = query.new_empty(query.shape[0], self.gallery_t.shape[1])
-        if self.metric == "cosine":
-            return out.fill_(1.0).addmm_(query, self.gallery_t, alpha=-1.0)
-        if self.gallery_sq is None:
-            out.fill_(2.0)
-        else:
-            torch.add(query.pow(2).sum(1, keepdim=True), self.gallery_sq, out=out)
-        return out.addmm_(query, self.gallery_t, alpha=-2.0)
+            out = qf.new_empty(qf.shape[0], self.gallery_t.shape[1])
+        if self.unit_rows:
+            torch.mm(F.normalize(qf, dim=1), self.gallery_t, out=out)
+            return out.mul_(self.column_term).add_(self.offset)
+        torch.add(qf.pow(2).sum(1, keepdim=True), self.column_term, out=out)
+        return out.addmm_(qf, self.gallery_t, alpha=-2.0)
 
 
 def _check_finite(x: torch.Tensor, name: str, offset: int = 0) -> None:
