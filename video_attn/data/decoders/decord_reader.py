@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from .base import DecodeError, VideoReader
-from .pyav_reader import PyAVReader
+from .pyav_reader import PyAVReader, reread_with_pyav
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -91,10 +91,7 @@ class DecordReader(VideoReader):
             return self._vr.get_batch(indices.tolist()).asnumpy()
         except _DECORD_ERRORS as exc:
             _LOGGER.warning("%s: decord failed (%s); re-reading with PyAV", self.path, _reason(exc))
-        with PyAVReader(self.path) as fallback:
-            frames = fallback.get_frames(indices)
-            self.num_frames = min(self.num_frames, len(fallback))
-        return frames
+        return reread_with_pyav(self, indices)
 
     def close(self) -> None:
         self._vr = None

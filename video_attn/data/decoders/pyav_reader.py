@@ -153,3 +153,12 @@ class PyAVReader(VideoReader):
         if container is not None:
             container.close()
             self._container = None
+
+
+def reread_with_pyav(reader: VideoReader, indices: np.ndarray) -> np.ndarray:
+    """The frames at ``indices`` of ``reader``'s file, read with PyAV after ``reader``'s own decoder failed;
+    ``reader``'s length shrinks to the frames PyAV finds (a damaged tail)."""
+    with PyAVReader(reader.path) as fallback:
+        frames = fallback.get_frames(indices)
+        reader.num_frames = min(reader.num_frames, len(fallback))
+    return frames

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .base import DecodeError, VideoReader
-from .pyav_reader import PyAVReader
+from .pyav_reader import PyAVReader, reread_with_pyav
 
 __all__ = ["TorchCodecReader", "torchcodec_available", "torchcodec_unavailable_reason"]
 
@@ -159,10 +159,7 @@ class TorchCodecReader(VideoReader):
             if status:
                 _warn_cpu_fallback(self.device, str(status))
             return batch.cpu().numpy()[inverse.reshape(-1)]  # a copy: no view of torchcodec's memory
-        with PyAVReader(self.path) as fallback:
-            frames = fallback.get_frames(indices)
-            self.num_frames = min(self.num_frames, len(fallback))
-        return frames
+        return reread_with_pyav(self, indices)
 
     def close(self) -> None:
         self._decoder = None
