@@ -295,8 +295,8 @@ def test_both_ranking_paths_equal_reference(protocol, binned_fraction, bins, mon
 def test_weak_model_takes_the_binned_path_with_the_same_numbers(protocol, monkeypatch):
     # features without identity signal: most items lie before each query's last good match
     calls = []
-    binned = reid_module._binned_bucket_counts
-    monkeypatch.setattr(reid_module, "_binned_bucket_counts", lambda *a: calls.append(1) or binned(*a))
+    binned = reid_module._binned_negatives_before
+    monkeypatch.setattr(reid_module, "_binned_negatives_before", lambda *a: calls.append(1) or binned(*a))
     rng = np.random.default_rng(5)
     qp, gp = rng.integers(1, 6, 40), rng.integers(-1, 6, 500)
     qc, gc = rng.integers(0, 3, 40), rng.integers(0, 3, 500)
