@@ -323,6 +323,17 @@ def test_binned_path_is_exact_on_extreme_values_and_ties(dtype, monkeypatch):
             assert_same(evaluate_rank(distmat, qp, gp, qc, gc, 20, protocol), expected)
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 4097])
+def test_sparse_nonzero_equals_torch_nonzero(n):
+    # flags beyond n, up to the end of the last 8-byte word and past it, must not be reported
+    gen = torch.Generator().manual_seed(n)
+    for density in (0.0, 0.002, 0.05, 0.5, 1.0):
+        flags = torch.ones(-(-n // 8) * 8 + 16, dtype=torch.bool)
+        flags[:n] = torch.rand(n, generator=gen) < density
+        expected = torch.nonzero(flags[:n]).view(-1)
+        assert torch.equal(reid_module._sparse_nonzero(flags, n), expected)
+
+
 def test_block_size_does_not_change_results():
     rng = np.random.default_rng(9)
     qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 37, 250, 8, quantized=True)

@@ -283,9 +283,8 @@ def _good_ranks(
     else:
         torch.le(dist, bound, out=scratch.flags[: dist.numel()].view_as(dist))
         listed = _sparse_nonzero(scratch.flags, dist.numel())
-        c_row, c_col = listed // num_g, listed % num_g
-        values = _take(dist.view(-1), c_row * num_g + c_col)
-        before = _listed_negatives_before(goods, c_row, c_col, values, num_g)
+        rows, cols = listed // num_g, listed % num_g
+        before = _listed_negatives_before(goods, rows, cols, _take(dist.view(-1), listed), num_g)
     return _ChunkRanks(g_row, hit, hit + before, n_good)
 
 
@@ -360,9 +359,10 @@ def _binned_negatives_before(
 
 def _sparse_nonzero(flags: torch.Tensor, n: int) -> torch.Tensor:
     """Positions of the True entries among the first ``n`` of ``flags`` (1-D bool whose length is a
-    multiple of 8), when they are few (~1%): the 8-byte words that hold one first, then the flags in
-    those words. At 1% density this took 0.4x the time of ``torch.nonzero`` on the flags (which
-    costs ~0.65 ns per entry on 2 threads); at 5% it took 1.4x."""
+    multiple of 8), for sparse flags: the 8-byte words that hold one first, then the flags in those
+    words. Measured against ``torch.nonzero`` (~0.65 ns per entry on 2 threads): 0.2x the time at 0.2%
+    density, 0.4x at 1%, 1.4x at 5%. The flags here are the items sharing a bin with a good item (~1%)
+    and a trained model's candidates (<1%; the listed path took 0.77x the time with this)."""
     flags[n : -(-n // 8) * 8] = False  # the padding of the last word
     words = torch.nonzero(flags[: -(-n // 8) * 8].view(torch.int64)).view(-1)
     word, within = torch.nonzero(_take(flags.view(-1, 8), words), as_tuple=True)
@@ -378,9 +378,10 @@ def _bin_index(
     high: torch.Tensor,
     scratch: _Scratch | None = None,
 ) -> torch.Tensor:
-    """int32 flat bin of each value: ``_OVERFLOW_BINS`` + ``bins`` * (value - ``first``) / span, clamped
-    to [``low``, ``high``], plus ``row_start``. One correctly rounded op at a time (no fused multiply-add),
-    so equal values get equal bins wherever they are computed. Written into ``scratch`` when given."""
+    """int32 flat bin of each value: ``(value - first) * scale + _OVERFLOW_BINS``, clamped to [``low``,
+    ``high``] and truncated, plus ``row_start``. One correctly rounded op at a time (no fused
+    multiply-add), so equal values get equal bins wherever they are computed. Written into ``scratch``
+    when given."""
     n = values.numel()
     binned = torch.sub(values, first, out=None if scratch is None else scratch.values[:n].view_as(values))
     binned.mul_(scale).add_(_OVERFLOW_BINS).clamp_(low, high)
