@@ -83,9 +83,10 @@ _PRODUCT_BLOCK_BYTES = 256 << 20
 # A GPU block takes this fraction of the free device memory (kernel launches, not caches, set the cost).
 _GPU_MEMORY_FRACTION = 0.25
 # Listing the candidates costs per candidate (an exact ordering key, a search), binning per block element
-# (a few elementwise passes and a histogram): measured on MARS, 2 threads, binning wins above ~12%
-# candidates (a trained model at 80% mAP had 0.5%, a weak one at 7% mAP 13%, random distances 88%).
-_BINNED_FRACTION = 0.1
+# (a few elementwise passes and a histogram). Measured on MARS, 2 threads, listing / binning time: 0.48 at
+# 0.7% candidates (80% mAP), 0.78 at 3.1% (44% mAP), 0.95 at 5.6% (27% mAP), 1.16 at 9.0% (14% mAP), 2.1
+# at 13.6% (7% mAP); random distances have 88%.
+_BINNED_FRACTION = 0.05
 # Bins per row between a query's first and last good distance: more bins, fewer items sharing a bin with
 # a good item (each needs an exact key), but a larger per-row histogram.
 _BINS = 1024
