@@ -32,10 +32,10 @@ Queries go in blocks; per block the distances are one matrix product, the good i
 sorted (they are few), and every negative that can precede one is counted in its *bucket* (how many of
 its query's good items rank before it); the bucket counts give every good item's rank. Two ways to count,
 chosen per block by the data (the same numbers either way): when few negatives lie before a query's last
-good item (a trained model: ~0.5% of the block at 80% mAP), those are listed and ordered by exact int64
-keys (query, distance, gallery index); when many do (a weak or untrained model), each row is binned by a
-monotone map of the distance between its first and last good item and the bins histogrammed, with exact
-keys only for the few items sharing a bin with a good item. Work happens where the inputs live (CPU or
+good item (under 5% of the block; a trained model at 80% mAP: ~0.7%), those are listed and ordered by
+exact int64 keys (query, distance, gallery index); when more do (a weak or untrained model), each row is
+binned by a monotone map of the distance between its first and last good item and the bins histogrammed,
+with exact keys only for the few items sharing a bin with a good item. Work happens where the inputs live (CPU or
 CUDA tensors), in blocks sized to the CPU's last-level cache (the ranking makes several passes over its
 block) or to the free GPU memory; besides the features, memory holds one distance block of the product
 (256 MiB on the CPU) and one ranking block's temporaries, for any Q and G.
