@@ -35,10 +35,10 @@ chosen per block by the data (the same numbers either way): when few negatives l
 good item (under 5% of the block; a trained model at 80% mAP: ~0.7%), those are listed and ordered by
 exact int64 keys (query, distance, gallery index); when more do (a weak or untrained model), each row is
 binned by a monotone map of the distance between its first and last good item and the bins histogrammed,
-with exact keys only for the few items sharing a bin with a good item. Work happens where the inputs live (CPU or
-CUDA tensors), in blocks sized to the CPU's last-level cache (the ranking makes several passes over its
-block) or to the free GPU memory; besides the features, memory holds one distance block of the product
-(256 MiB on the CPU) and one ranking block's temporaries, for any Q and G.
+with exact keys only for the few items sharing a bin with a good item. Work happens where the inputs live
+(CPU or CUDA tensors), in blocks sized to the CPU's last-level cache (the ranking makes several passes over
+its block) or to the free GPU memory; besides the features, memory holds one distance block of the
+product (256 MiB on the CPU) and one ranking block's temporaries, for any Q and G.
 """
 
 from __future__ import annotations
@@ -238,10 +238,10 @@ def _good_ranks(
 ) -> _ChunkRanks:
     """Ranks of the good items of a chunk of queries; ``dist`` (B, G) is overwritten (junk set to +inf).
 
-    The rank of a query's k-th good item is k plus the number of valid negatives ranked before it. Each
-    negative falls in one *bucket* of its query: bucket b lies between the b-th and (b+1)-th good item
-    (in ranking order). The bucket counts, summed up to bucket k - 1, give the negatives before the k-th
-    good item. So no row is sorted: only the query's few good items are.
+    The rank of a query's k-th good item is k plus the number of valid negatives ranked before it. No
+    row is sorted (only the query's few good items are): the negatives before each good item are counted
+    from the listed candidates (:func:`_listed_negatives_before`) or from a histogram of the binned rows
+    (:func:`_binned_negatives_before`), whichever the block's share of candidates makes faster.
     """
     num_q, num_g = dist.shape
     device = dist.device
