@@ -291,6 +291,25 @@ def test_both_ranking_paths_equal_reference(protocol, binned_fraction, bins, mon
             assert_same(got, expected)
 
 
+@pytest.mark.parametrize("binned_fraction", [0.0, 2.0], ids=["binned", "listed"])
+def test_both_ranking_paths_on_galleries_smaller_than_the_bin_counts(binned_fraction, monkeypatch):
+    # fewer gallery items than bins and than overflow bins per side, few identities (several good items)
+    monkeypatch.setattr(reid_module, "_BINNED_FRACTION", binned_fraction)
+    rng = np.random.default_rng(8)
+    for num_g in (1, 2, 3, 5, 9, 17):
+        for quantized in (False, True):
+            qf, gf, qp, gp, qc, gc = random_identity_problem(rng, 7, num_g, 3, num_ids=3, quantized=quantized)
+            distmat = pairwise_distance(qf, gf).numpy()
+            matched = ((qp[:, None] == gp[None]) & (qc[:, None] != gc[None])).any()
+            for protocol in ("torchreid", "mars_official"):
+                if protocol == "torchreid" and not matched:
+                    with pytest.raises(ValueError, match="none of the 7 queries"):
+                        evaluate_rank(distmat, qp, gp, qc, gc, 5, protocol)
+                    continue
+                expected = reference_rank(distmat, qp, gp, qc, gc, max_rank=5, protocol=protocol)
+                assert_same(evaluate_rank(distmat, qp, gp, qc, gc, 5, protocol), expected)
+
+
 @pytest.mark.parametrize("protocol", ["torchreid", "mars_official"])
 def test_weak_model_takes_the_binned_path_with_the_same_numbers(protocol, monkeypatch):
     # features without identity signal: most items lie before each query's last good match
